@@ -1,0 +1,238 @@
+//! The CPU path: the scalar definitions of [`crate::scalar`] mapped over
+//! slices, in parallel with rayon.
+//!
+//! Work is split into fixed chunks of [`CHUNK`] elements, whatever the thread
+//! count, so reductions add in the same order on every machine and every run:
+//! the same input gives the same bits. Inside a chunk, half-precision data is
+//! converted [`BLOCK`] elements at a time into `f32` buffers on the stack, and
+//! the loops over those buffers are plain zips the compiler vectorizes.
+
+mod reduce;
+
+use rayon::prelude::*;
+
+use crate::element::Element;
+use crate::quantizer::{DorefaMode, Kind, Quantizer};
+use crate::scalar;
+
+/// Elements per parallel task (and per partial sum of a reduction).
+const CHUNK: usize = 1 << 15;
+/// Elements converted to `f32` at a time.
+const BLOCK: usize = 1024;
+
+/// `y = q(x)`. Buffers have equal lengths and `channels` divides them (the
+/// caller checked); `channels` is only read by magnitude_aware_sign.
+pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &mut [T]) {
+    match q.kind() {
+        Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } => {
+            map1(x, y, |x, y, _| each1(x, y, scalar::sign))
+        }
+        Kind::SteHeaviside { .. } => map1(x, y, |x, y, _| each1(x, y, scalar::heaviside)),
+        Kind::MagnitudeAwareSign { .. } => {
+            let scales = reduce::channel_mean_abs(x, channels);
+            map1(x, y, |x, y, offset| {
+                each1_channels(x, y, offset, &scales, scalar::magnitude_aware_sign)
+            })
+        }
+        Kind::SteTern {
+            threshold_value,
+            ternary_weight_networks,
+            ..
+        } => {
+            let threshold = if ternary_weight_networks {
+                scalar::twn_threshold(reduce::sum_abs(x), x.len())
+            } else {
+                threshold_value
+            };
+            let threshold = T::round_f32(threshold);
+            map1(x, y, |x, y, _| each1(x, y, |x| scalar::ternarize(x, threshold)))
+        }
+        Kind::DoReFa { k_bit, mode } => {
+            let n = scalar::dorefa_levels(k_bit);
+            match mode {
+                DorefaMode::Activations => {
+                    map1(x, y, |x, y, _| each1(x, y, |x| scalar::dorefa_quantize(x, n)))
+                }
+                DorefaMode::Weights => {
+                    let max = reduce::max_abs_tanh(x);
+                    map1(x, y, |x, y, _| {
+                        each1(x, y, |x| scalar::dorefa_weights(x, max, n))
+                    })
+                }
+            }
+        }
+        // A copy, not a round trip through f32, so NaN payloads survive.
+        Kind::NoOp { .. } => copy(x, y),
+    }
+}
+
+/// `dx = dq/dx · dy`, with the same preconditions as [`forward`].
+pub(crate) fn backward<T: Element>(
+    q: &Quantizer,
+    x: &[T],
+    dy: &[T],
+    channels: usize,
+    dx: &mut [T],
+) {
+    match q.kind() {
+        Kind::SteSign { clip_value }
+        | Kind::SteHeaviside { clip_value }
+        | Kind::SteTern { clip_value, .. } => match clip_value {
+            None => copy(dy, dx),
+            Some(clip) => {
+                let clip = Some(T::round_f32(clip));
+                map2(x, dy, dx, |x, dy, dx, _| {
+                    each2(x, dy, dx, |x, dy| scalar::ste_grad(x, dy, clip))
+                })
+            }
+        },
+        Kind::ApproxSign => map2(x, dy, dx, |x, dy, dx, _| {
+            each2(x, dy, dx, scalar::approx_sign_grad)
+        }),
+        Kind::SwishSign { beta } => map2(x, dy, dx, |x, dy, dx, _| {
+            each2(x, dy, dx, |x, dy| scalar::swish_sign_grad(x, dy, beta))
+        }),
+        Kind::MagnitudeAwareSign { clip_value } => {
+            let clip = clip_value.map(T::round_f32);
+            let scales = reduce::channel_mean_abs(x, channels);
+            map2(x, dy, dx, |x, dy, dx, offset| {
+                each2_channels(x, dy, dx, offset, &scales, |x, dy, s| {
+                    scalar::magnitude_aware_sign_grad(x, dy, s, clip)
+                })
+            })
+        }
+        Kind::DoReFa { mode, .. } => match mode {
+            DorefaMode::Activations => map2(x, dy, dx, |x, dy, dx, _| {
+                each2(x, dy, dx, scalar::dorefa_activations_grad)
+            }),
+            DorefaMode::Weights => {
+                let max = reduce::max_abs_tanh(x);
+                map2(x, dy, dx, |x, dy, dx, _| {
+                    each2(x, dy, dx, |x, dy| scalar::dorefa_weights_grad(x, dy, max))
+                })
+            }
+        },
+        Kind::NoOp { .. } => copy(dy, dx),
+    }
+}
+
+fn copy<T: Element>(src: &[T], dst: &mut [T]) {
+    dst.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
+/// Calls `f(x, y, offset)` on `f32` views of matching blocks of `x` and `y`;
+/// `offset` is the index of the block's first element in the whole tensor.
+fn map1<T: Element>(x: &[T], y: &mut [T], f: impl Fn(&[f32], &mut [f32], usize) + Sync) {
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .enumerate()
+        .for_each(|(chunk, (y, x))| {
+            let mut x_buf = [0f32; BLOCK];
+            let mut y_buf = [0f32; BLOCK];
+            for (block, (y, x)) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
+                let x = T::read(x, &mut x_buf);
+                T::write(y, &mut y_buf, |y| f(x, y, chunk * CHUNK + block * BLOCK));
+            }
+        });
+}
+
+/// [`map1`] with two inputs.
+fn map2<T: Element>(
+    x: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    f: impl Fn(&[f32], &[f32], &mut [f32], usize) + Sync,
+) {
+    dx.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+        .enumerate()
+        .for_each(|(chunk, (dx, (x, dy)))| {
+            let mut x_buf = [0f32; BLOCK];
+            let mut dy_buf = [0f32; BLOCK];
+            let mut dx_buf = [0f32; BLOCK];
+            let blocks = dx.chunks_mut(BLOCK).zip(x.chunks(BLOCK).zip(dy.chunks(BLOCK)));
+            for (block, (dx, (x, dy))) in blocks.enumerate() {
+                let x = T::read(x, &mut x_buf);
+                let dy = T::read(dy, &mut dy_buf);
+                T::write(dx, &mut dx_buf, |dx| f(x, dy, dx, chunk * CHUNK + block * BLOCK));
+            }
+        });
+}
+
+#[inline(always)]
+fn each1(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = f(x);
+    }
+}
+
+#[inline(always)]
+fn each2(x: &[f32], dy: &[f32], dx: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    for (dx, (&x, &dy)) in dx.iter_mut().zip(x.iter().zip(dy)) {
+        *dx = f(x, dy);
+    }
+}
+
+/// Splits a block that starts at tensor index `offset` into runs that each
+/// lie within one row of `channels` elements: `(start in block, first channel,
+/// length)`. Within a run, element `i` has channel `first + i`, so the loops
+/// over a run are plain zips.
+fn channel_runs(len: usize, offset: usize, channels: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut start = 0;
+    let mut channel = offset % channels.max(1);
+    std::iter::from_fn(move || {
+        if start >= len {
+            return None;
+        }
+        let run = (channels - channel).min(len - start);
+        let item = (start, channel, run);
+        start += run;
+        channel = 0;
+        Some(item)
+    })
+}
+
+#[inline(always)]
+fn each1_channels(x: &[f32], y: &mut [f32], offset: usize, scales: &[f32], f: impl Fn(f32, f32) -> f32) {
+    for (start, channel, len) in channel_runs(x.len(), offset, scales.len()) {
+        let x = &x[start..start + len];
+        let y = &mut y[start..start + len];
+        let s = &scales[channel..channel + len];
+        for (y, (&x, &s)) in y.iter_mut().zip(x.iter().zip(s)) {
+            *y = f(x, s);
+        }
+    }
+}
+
+#[inline(always)]
+fn each2_channels(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    offset: usize,
+    scales: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    for (start, channel, len) in channel_runs(x.len(), offset, scales.len()) {
+        let range = start..start + len;
+        let (x, dy, dx) = (&x[range.clone()], &dy[range.clone()], &mut dx[range]);
+        let s = &scales[channel..channel + len];
+        for (dx, ((&x, &dy), &s)) in dx.iter_mut().zip(x.iter().zip(dy).zip(s)) {
+            *dx = f(x, dy, s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_runs;
+
+    #[test]
+    fn channel_runs_cover_the_block_row_by_row() {
+        let runs: Vec<_> = channel_runs(10, 3, 4).collect();
+        assert_eq!(runs, vec![(0, 3, 1), (1, 0, 4), (5, 0, 4), (9, 0, 1)]);
+        assert_eq!(channel_runs(0, 0, 4).count(), 0);
+    }
+}

@@ -1,0 +1,112 @@
+//! The reductions some quantizers need before their elementwise pass:
+//! TWN's Σ|x|, DoReFa's max|tanh x| and Bi-Real's per-channel mean |x|.
+//!
+//! Sums are accumulated in `f64` over a fixed partition of the tensor and the
+//! partial sums added in order, so the result is the same on every run and
+//! every thread count. A NaN anywhere in a group makes that group NaN.
+
+use rayon::prelude::*;
+
+use super::{BLOCK, CHUNK};
+use crate::element::Element;
+use crate::scalar;
+
+/// Σ|x| over the whole tensor.
+pub(super) fn sum_abs<T: Element>(x: &[T]) -> f64 {
+    let partials: Vec<f64> = x
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut buf = [0f32; BLOCK];
+            // Eight independent accumulators let the loop vectorize; their
+            // order is fixed, so the sum stays deterministic.
+            let mut acc = [0f64; 8];
+            for block in chunk.chunks(BLOCK) {
+                let x = T::read(block, &mut buf);
+                let mut lanes = x.chunks_exact(8);
+                for v in &mut lanes {
+                    for (a, &v) in acc.iter_mut().zip(v) {
+                        *a += f64::from(v.abs());
+                    }
+                }
+                for (a, &v) in acc.iter_mut().zip(lanes.remainder()) {
+                    *a += f64::from(v.abs());
+                }
+            }
+            acc.iter().sum::<f64>()
+        })
+        .collect();
+    partials.iter().sum()
+}
+
+/// max |tanh x| over the whole tensor, NaN if any element is NaN.
+pub(super) fn max_abs_tanh<T: Element>(x: &[T]) -> f32 {
+    x.par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut buf = [0f32; BLOCK];
+            let mut max = 0f32;
+            for block in chunk.chunks(BLOCK) {
+                for &v in T::read(block, &mut buf) {
+                    max = scalar::nan_max(max, scalar::tanh(v).abs());
+                }
+            }
+            max
+        })
+        // `max` is order-independent, and so is "any NaN", so this is exact.
+        .reduce(|| 0.0, scalar::nan_max)
+}
+
+/// Channels at least this wide are summed in parallel by channel ranges
+/// instead of by row ranges.
+const WIDE: usize = BLOCK;
+
+/// Mean |x| of each channel (the last axis) over every other axis.
+pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32> {
+    if channels == 0 {
+        return Vec::new();
+    }
+    let rows = x.len() / channels;
+    let sums: Vec<f64> = if channels >= WIDE {
+        // Few, long rows: each task owns a range of channels across all rows.
+        let ranges: Vec<_> = (0..channels).step_by(WIDE).collect();
+        ranges
+            .par_iter()
+            .flat_map_iter(|&first| {
+                let width = WIDE.min(channels - first);
+                let mut acc = vec![0f64; width];
+                let mut buf = [0f32; BLOCK];
+                for row in x.chunks_exact(channels) {
+                    let part = T::read(&row[first..first + width], &mut buf);
+                    for (a, &v) in acc.iter_mut().zip(part) {
+                        *a += f64::from(v.abs());
+                    }
+                }
+                acc
+            })
+            .collect()
+    } else {
+        // Many short rows: each task sums a fixed group of rows into a
+        // partial vector; the partials are then added in order.
+        let rows_per_task = (CHUNK / channels).max(1);
+        let partials: Vec<Vec<f64>> = x
+            .par_chunks(rows_per_task * channels)
+            .map(|group| {
+                let mut acc = vec![0f64; channels];
+                let mut buf = [0f32; BLOCK];
+                for row in group.chunks_exact(channels) {
+                    for (a, &v) in acc.iter_mut().zip(T::read(row, &mut buf)) {
+                        *a += f64::from(v.abs());
+                    }
+                }
+                acc
+            })
+            .collect();
+        let mut sums = vec![0f64; channels];
+        for partial in &partials {
+            for (s, p) in sums.iter_mut().zip(partial) {
+                *s += p;
+            }
+        }
+        sums
+    };
+    sums.into_iter().map(|s| scalar::mean_abs(s, rows)).collect()
+}

@@ -1,0 +1,43 @@
+//! # lowbit
+//!
+//! The quantizers that train binarized and ternary neural networks, with the
+//! numbers larq gives: the sign family with its gradient estimators
+//! (`ste_sign`, `approx_sign`, `swish_sign`, `ste_heaviside`), Bi-Real's
+//! `magnitude_aware_sign`, ternarization (`ste_tern`, fixed or TWN threshold),
+//! DoReFa's k-bit quantizer and `noop`; forward and backward, in `f32`,
+//! `half::f16` and `half::bf16`.
+//!
+//! ```
+//! use half::f16;
+//! use lowbit::Quantizer;
+//!
+//! let q: Quantizer = "magnitude_aware_sign(clip_value=1.0)".parse()?;
+//! // Two rows of three channels; the scale is each channel's mean |x|.
+//! let x: Vec<f16> = [0.5f32, -1.0, 2.0, -1.5, 3.0, -2.0]
+//!     .iter().map(|&v| f16::from_f32(v)).collect();
+//! let y = q.forward_vec(&x, &[2, 3])?;
+//! let y: Vec<f32> = y.iter().map(|v| v.to_f32()).collect();
+//! assert_eq!(y, [1.0, -2.0, 2.0, -1.0, 2.0, -2.0]);
+//! # Ok::<(), lowbit::Error>(())
+//! ```
+//!
+//! Every quantizer is defined once, element by element, in [`scalar`]; the
+//! CPU path maps those functions over slices in parallel.
+
+pub mod scalar;
+
+mod api;
+mod cpu;
+mod element;
+mod error;
+mod quantizer;
+
+pub use element::{DType, Element};
+pub use error::{Error, Result};
+pub use quantizer::{
+    DEFAULT_BETA, DEFAULT_CLIP, DEFAULT_K_BIT, DEFAULT_TERN_THRESHOLD, DorefaMode, K_BIT_RANGE,
+    Kind, Quantizer,
+};
+
+// The element types, so users need not depend on `half` themselves.
+pub use half::{bf16, f16};

@@ -1,0 +1,437 @@
+//! Quantizers as values: built in code or parsed from larq's spelling.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// How DoReFa treats its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DorefaMode {
+    /// `round_half_even(clip(x, 0, 1)·n) / n`.
+    Activations,
+    /// `2·quantize(tanh x / (2·max|tanh x|) + 0.5) − 1`.
+    Weights,
+}
+
+impl DorefaMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            DorefaMode::Activations => "activations",
+            DorefaMode::Weights => "weights",
+        }
+    }
+}
+
+/// The quantizers and their parameters, spelled as larq spells them.
+///
+/// A `Kind` is unchecked; [`Quantizer::new`] validates it. A clip of `None`
+/// means larq's `clip_value=None`: the gradient passes everywhere.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// Sign with the straight-through estimator (BinaryNet).
+    SteSign { clip_value: Option<f32> },
+    /// Sign with ApproxSign's piecewise-linear gradient (Bi-Real Net).
+    ApproxSign,
+    /// Sign with the SignSwish gradient (BNN+).
+    SwishSign { beta: f32 },
+    /// 0/1 step with the straight-through estimator.
+    SteHeaviside { clip_value: Option<f32> },
+    /// Sign times the per-channel mean |x| (Bi-Real Net), channels last.
+    MagnitudeAwareSign { clip_value: Option<f32> },
+    /// Ternarization to {−1, 0, +1} (Ternary Weight Networks).
+    SteTern {
+        threshold_value: f32,
+        ternary_weight_networks: bool,
+        clip_value: Option<f32>,
+    },
+    /// DoReFa-Net's k-bit quantizer.
+    DoReFa { k_bit: u32, mode: DorefaMode },
+    /// Identity, tagged with a precision (larq's `NoOp`).
+    NoOp { precision: u32 },
+}
+
+/// A validated quantizer: forward `y = q(x)` and backward `dx = dq/dx · dy`.
+///
+/// Build one from larq's spelling or from a [`Kind`]; either way its
+/// parameters are checked once, here, and never again.
+///
+/// ```
+/// use lowbit::{Kind, Quantizer};
+///
+/// let q: Quantizer = "ste_tern(threshold_value=0.2, clip_value=none)".parse()?;
+/// assert_eq!(
+///     q.to_string(),
+///     "ste_tern(threshold_value=0.2, ternary_weight_networks=false, clip_value=none)"
+/// );
+/// assert_eq!(q, Quantizer::new(Kind::SteTern {
+///     threshold_value: 0.2,
+///     ternary_weight_networks: false,
+///     clip_value: None,
+/// })?);
+/// assert!("ste_sign(clip_value=-1)".parse::<Quantizer>().is_err());
+/// # Ok::<(), lowbit::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantizer(Kind);
+
+/// Default `clip_value` of the straight-through estimators, as in larq.
+pub const DEFAULT_CLIP: f32 = 1.0;
+/// Default `beta` of `swish_sign`.
+pub const DEFAULT_BETA: f32 = 5.0;
+/// Default `threshold_value` of `ste_tern`: 0.1, as the seed document of this
+/// crate gives it. larq ≥ 0.13 defaults to 0.05: spell it out to get that.
+pub const DEFAULT_TERN_THRESHOLD: f32 = 0.1;
+/// Default `k_bit` of `dorefa`.
+pub const DEFAULT_K_BIT: u32 = 2;
+/// The `k_bit` range DoReFa supports: `2^k − 1` must be exact in `f32`.
+pub const K_BIT_RANGE: std::ops::RangeInclusive<u32> = 1..=24;
+
+impl Quantizer {
+    /// The names [`FromStr`] accepts, in larq's spelling.
+    pub const NAMES: &'static [&'static str] = &[
+        "ste_sign",
+        "approx_sign",
+        "swish_sign",
+        "ste_heaviside",
+        "magnitude_aware_sign",
+        "ste_tern",
+        "dorefa",
+        "noop",
+    ];
+
+    /// Validates `kind` and wraps it.
+    pub fn new(kind: Kind) -> Result<Self> {
+        let name = kind.name();
+        match kind {
+            Kind::SteSign { clip_value }
+            | Kind::SteHeaviside { clip_value }
+            | Kind::MagnitudeAwareSign { clip_value } => check_clip(name, clip_value)?,
+            Kind::ApproxSign => {}
+            Kind::SwishSign { beta } => {
+                if !(beta.is_finite() && beta > 0.0) {
+                    return Err(invalid(name, "beta", beta, "a finite number > 0"));
+                }
+            }
+            Kind::SteTern {
+                threshold_value,
+                clip_value,
+                ..
+            } => {
+                if !(threshold_value.is_finite() && threshold_value >= 0.0) {
+                    return Err(invalid(
+                        name,
+                        "threshold_value",
+                        threshold_value,
+                        "a finite number ≥ 0",
+                    ));
+                }
+                check_clip(name, clip_value)?;
+            }
+            Kind::DoReFa { k_bit, .. } => {
+                if !K_BIT_RANGE.contains(&k_bit) {
+                    return Err(invalid(name, "k_bit", k_bit, "an integer from 1 to 24"));
+                }
+            }
+            Kind::NoOp { precision } => {
+                if precision == 0 {
+                    return Err(invalid(name, "precision", precision, "an integer ≥ 1"));
+                }
+            }
+        }
+        Ok(Quantizer(kind))
+    }
+
+    /// The quantizer and its parameters.
+    pub fn kind(&self) -> Kind {
+        self.0
+    }
+
+    /// larq's name of the quantizer, e.g. `"ste_sign"`.
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+impl Kind {
+    /// larq's name of the quantizer.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::SteSign { .. } => "ste_sign",
+            Kind::ApproxSign => "approx_sign",
+            Kind::SwishSign { .. } => "swish_sign",
+            Kind::SteHeaviside { .. } => "ste_heaviside",
+            Kind::MagnitudeAwareSign { .. } => "magnitude_aware_sign",
+            Kind::SteTern { .. } => "ste_tern",
+            Kind::DoReFa { .. } => "dorefa",
+            Kind::NoOp { .. } => "noop",
+        }
+    }
+
+    /// The quantizer called `name` with its default parameters; `None` for an
+    /// unknown name. `noop` has no default precision and comes back as 32.
+    fn with_defaults(name: &str) -> Option<Kind> {
+        let clip_value = Some(DEFAULT_CLIP);
+        Some(match name {
+            "ste_sign" => Kind::SteSign { clip_value },
+            "approx_sign" => Kind::ApproxSign,
+            "swish_sign" => Kind::SwishSign { beta: DEFAULT_BETA },
+            "ste_heaviside" => Kind::SteHeaviside { clip_value },
+            "magnitude_aware_sign" => Kind::MagnitudeAwareSign { clip_value },
+            "ste_tern" => Kind::SteTern {
+                threshold_value: DEFAULT_TERN_THRESHOLD,
+                ternary_weight_networks: false,
+                clip_value,
+            },
+            "dorefa" => Kind::DoReFa {
+                k_bit: DEFAULT_K_BIT,
+                mode: DorefaMode::Activations,
+            },
+            "noop" => Kind::NoOp { precision: 32 },
+            _ => return None,
+        })
+    }
+
+    /// The parameter names this quantizer takes, in display order.
+    fn keys(&self) -> &'static [&'static str] {
+        match self {
+            Kind::SteSign { .. } | Kind::SteHeaviside { .. } | Kind::MagnitudeAwareSign { .. } => {
+                &["clip_value"]
+            }
+            Kind::ApproxSign => &[],
+            Kind::SwishSign { .. } => &["beta"],
+            Kind::SteTern { .. } => &["threshold_value", "ternary_weight_networks", "clip_value"],
+            Kind::DoReFa { .. } => &["k_bit", "mode"],
+            Kind::NoOp { .. } => &["precision"],
+        }
+    }
+
+    /// Sets one parameter from its SPEC text.
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let name = self.name();
+        let takes = self.keys();
+        let unknown = || Error::UnknownParameter {
+            quantizer: name,
+            key: key.to_string(),
+            takes,
+        };
+        match (self, key) {
+            (
+                Kind::SteSign { clip_value }
+                | Kind::SteHeaviside { clip_value }
+                | Kind::MagnitudeAwareSign { clip_value }
+                | Kind::SteTern { clip_value, .. },
+                "clip_value",
+            ) => *clip_value = parse_clip(name, value)?,
+            (Kind::SwishSign { beta }, "beta") => *beta = parse_f32(name, "beta", value)?,
+            (
+                Kind::SteTern {
+                    threshold_value, ..
+                },
+                "threshold_value",
+            ) => *threshold_value = parse_f32(name, "threshold_value", value)?,
+            (
+                Kind::SteTern {
+                    ternary_weight_networks,
+                    ..
+                },
+                "ternary_weight_networks",
+            ) => *ternary_weight_networks = parse_bool(name, "ternary_weight_networks", value)?,
+            (Kind::DoReFa { k_bit, .. }, "k_bit") => *k_bit = parse_u32(name, "k_bit", value)?,
+            (Kind::DoReFa { mode, .. }, "mode") => {
+                *mode = match unquote(value) {
+                    "activations" => DorefaMode::Activations,
+                    "weights" => DorefaMode::Weights,
+                    _ => return Err(invalid(name, "mode", value, "`activations` or `weights`")),
+                }
+            }
+            (Kind::NoOp { precision }, "precision") => {
+                *precision = parse_u32(name, "precision", value)?
+            }
+            _ => return Err(unknown()),
+        }
+        Ok(())
+    }
+}
+
+fn invalid(quantizer: &'static str, key: &'static str, value: impl fmt::Display, expected: &'static str) -> Error {
+    Error::InvalidParameter {
+        quantizer,
+        key,
+        value: value.to_string(),
+        expected,
+    }
+}
+
+fn check_clip(name: &'static str, clip: Option<f32>) -> Result<()> {
+    match clip {
+        Some(c) if !(c.is_finite() && c > 0.0) => Err(invalid(
+            name,
+            "clip_value",
+            c,
+            "a finite number > 0, or none",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn unquote(value: &str) -> &str {
+    for q in ['"', '\''] {
+        if let Some(inner) = value.strip_prefix(q).and_then(|v| v.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    value
+}
+
+fn parse_f32(name: &'static str, key: &'static str, value: &str) -> Result<f32> {
+    // Rust accepts "nan" and "inf"; no parameter of a quantizer can be either.
+    match value.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(invalid(name, key, value, "a finite number")),
+    }
+}
+
+fn parse_clip(name: &'static str, value: &str) -> Result<Option<f32>> {
+    match value {
+        "none" | "None" | "null" => Ok(None),
+        _ => parse_f32(name, "clip_value", value).map(Some),
+    }
+}
+
+fn parse_bool(name: &'static str, key: &'static str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "True" => Ok(true),
+        "false" | "False" => Ok(false),
+        _ => Err(invalid(name, key, value, "true or false")),
+    }
+}
+
+fn parse_u32(name: &'static str, key: &'static str, value: &str) -> Result<u32> {
+    value
+        .parse::<u32>()
+        .map_err(|_| invalid(name, key, value, "a non-negative integer"))
+}
+
+/// Splits `name(k=v, ...)` into the name and its key/value pairs.
+fn split_spec(spec: &str) -> Result<(&str, Vec<(&str, &str)>)> {
+    let syntax = |reason: &str| Error::Syntax {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let s = spec.trim();
+    let (name, args) = match s.find('(') {
+        None => (s, None),
+        Some(open) => {
+            let inner = s[open + 1..]
+                .strip_suffix(')')
+                .ok_or_else(|| syntax("missing `)` at the end"))?;
+            (s[..open].trim_end(), Some(inner))
+        }
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(syntax("expected a quantizer name such as `ste_sign`"));
+    }
+    let mut pairs = Vec::new();
+    if let Some(args) = args {
+        if args.contains(['(', ')']) {
+            return Err(syntax("unbalanced parentheses"));
+        }
+        let args = args.trim();
+        // A trailing comma is fine, as in Python.
+        let args = args.strip_suffix(',').unwrap_or(args);
+        if !args.trim().is_empty() {
+            for arg in args.split(',') {
+                let (key, value) = arg
+                    .split_once('=')
+                    .ok_or_else(|| syntax(&format!("expected `key=value`, found `{}`", arg.trim())))?;
+                let (key, value) = (key.trim(), value.trim());
+                if key.is_empty() || value.is_empty() {
+                    return Err(syntax(&format!("expected `key=value`, found `{}`", arg.trim())));
+                }
+                pairs.push((key, value));
+            }
+        }
+    }
+    Ok((name, pairs))
+}
+
+impl FromStr for Quantizer {
+    type Err = Error;
+
+    /// Parses larq's spelling: `name` or `name(key=value, ...)`, e.g.
+    /// `ste_tern(threshold_value=0.2, clip_value=none)`. Parameters left out
+    /// take their defaults; `noop` needs its `precision`.
+    fn from_str(spec: &str) -> Result<Self> {
+        let (name, pairs) = split_spec(spec)?;
+        let mut kind =
+            Kind::with_defaults(name).ok_or_else(|| Error::UnknownQuantizer(name.to_string()))?;
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(k, _)| k == key) {
+                return Err(Error::DuplicateParameter {
+                    quantizer: kind.name(),
+                    key: key.to_string(),
+                });
+            }
+            kind.set(key, value)?;
+        }
+        if matches!(kind, Kind::NoOp { .. }) && !pairs.iter().any(|(k, _)| *k == "precision") {
+            return Err(Error::MissingParameter {
+                quantizer: "noop",
+                key: "precision",
+            });
+        }
+        Quantizer::new(kind)
+    }
+}
+
+/// Writes an `f32` so that parsing it back gives the same bits (`1.0`, `0.2`).
+struct Float(f32);
+
+impl fmt::Display for Float {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+struct ClipDisplay(Option<f32>);
+
+impl fmt::Display for ClipDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("none"),
+            Some(c) => Float(c).fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for Quantizer {
+    /// larq's spelling with every parameter written out; [`FromStr`] reads it
+    /// back to an equal quantizer.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.name();
+        match self.0 {
+            Kind::SteSign { clip_value }
+            | Kind::SteHeaviside { clip_value }
+            | Kind::MagnitudeAwareSign { clip_value } => {
+                write!(f, "{name}(clip_value={})", ClipDisplay(clip_value))
+            }
+            Kind::ApproxSign => f.write_str(name),
+            Kind::SwishSign { beta } => write!(f, "{name}(beta={})", Float(beta)),
+            Kind::SteTern {
+                threshold_value,
+                ternary_weight_networks,
+                clip_value,
+            } => write!(
+                f,
+                "{name}(threshold_value={}, ternary_weight_networks={ternary_weight_networks}, clip_value={})",
+                Float(threshold_value),
+                ClipDisplay(clip_value)
+            ),
+            Kind::DoReFa { k_bit, mode } => {
+                write!(f, "{name}(k_bit={k_bit}, mode={})", mode.as_str())
+            }
+            Kind::NoOp { precision } => write!(f, "{name}(precision={precision})"),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The scalar definition of every quantizer: forward and gradient of one
+//! element, plus the reductions some of them need.
+//!
+//! This module is the single source of truth. The CPU path maps these
+//! functions over slices, the CUDA kernels are the same formulas in C, and the
+//! tests compare both against these functions and against larq's own outputs.
+//!
+//! All arithmetic is `f32`. Half-precision tensors are widened to `f32`,
+//! computed here and rounded once on the way out. The order of operations
+//! follows TensorFlow's kernels where it changes the rounding, so that `f32`
+//! results match larq bit for bit (see each function).
+//!
+//! Conventions every function here follows:
+//! - `sign(±0) = +1`, `heaviside(±0) = 0`.
+//! - NaN in gives NaN out in the forward pass.
+//! - A clipped estimator's gradient outside its window is `+0.0` (larq selects
+//!   with `tf.where`, it does not multiply by a 0/1 mask), and NaN and ±inf lie
+//!   outside every window.
+
+/// `sign` as larq's binarizers define it: −1 for x < 0, +1 otherwise
+/// (so `sign(-0.0) = +1`), NaN for NaN.
+#[inline(always)]
+pub fn sign(x: f32) -> f32 {
+    if x < 0.0 {
+        -1.0
+    } else if x.is_nan() {
+        x
+    } else {
+        1.0
+    }
+}
+
+/// TensorFlow's `tf.sign`: −1, 0 (for ±0) or +1, NaN for NaN. Only the
+/// ternarizer uses it; the binarizers map 0 to +1 (see [`sign`]).
+#[inline(always)]
+fn tf_sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        // ±0 and NaN pass through.
+        x
+    }
+}
+
+/// The straight-through estimator: `dy` where `|x| ≤ clip`, `+0` elsewhere;
+/// with no clip (`None`) `dy` everywhere, even at NaN and ±inf.
+#[inline(always)]
+pub fn ste_grad(x: f32, dy: f32, clip: Option<f32>) -> f32 {
+    match clip {
+        None => dy,
+        Some(c) => {
+            if x.abs() <= c {
+                dy
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+/// `ste_heaviside` forward: 1 for x > 0, 0 for x ≤ 0 (including −0), NaN for NaN.
+#[inline(always)]
+pub fn heaviside(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x.is_nan() {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// `approx_sign` gradient (Bi-Real Net): `(1 − |x|)·2·dy` for `|x| ≤ 1`, else 0.
+///
+/// larq evaluates `(1 - abs(x)) * 2 * dy` left to right; so does this.
+#[inline(always)]
+pub fn approx_sign_grad(x: f32, dy: f32) -> f32 {
+    let a = x.abs();
+    if a <= 1.0 { (1.0 - a) * 2.0 * dy } else { 0.0 }
+}
+
+/// `swish_sign` gradient (BNN+):
+/// `dy·β·(2 − βx·tanh(βx/2)) / (1 + cosh βx)`.
+///
+/// Where `βx` is infinite (x = ±inf, or an overflowing product) the formula is
+/// inf/inf; lowbit returns its limit, 0, where larq returns NaN.
+#[inline(always)]
+pub fn swish_sign_grad(x: f32, dy: f32, beta: f32) -> f32 {
+    let bx = beta * x;
+    if bx.is_infinite() {
+        return 0.0;
+    }
+    dy * beta * (2.0 - bx * (bx * 0.5).tanh()) / (1.0 + bx.cosh())
+}
+
+/// `ste_tern` forward: `sign(sign(x + Δ) + sign(x − Δ))` with TensorFlow's
+/// sign, so `x = ±Δ` maps to ±1, `|x| < Δ` to 0, NaN (in x or Δ) to NaN.
+#[inline(always)]
+pub fn ternarize(x: f32, threshold: f32) -> f32 {
+    tf_sign(tf_sign(x + threshold) + tf_sign(x - threshold))
+}
+
+/// The Ternary Weight Networks threshold, `Δ = 0.7 · mean |x|`, from the sum
+/// of `|x|` over the tensor and its element count. A NaN anywhere makes it NaN;
+/// an empty or all-zero tensor gives 0.
+pub fn twn_threshold(sum_abs: f64, count: usize) -> f32 {
+    if count == 0 {
+        return 0.0;
+    }
+    (0.7 * sum_abs / count as f64) as f32
+}
+
+/// `magnitude_aware_sign` forward: `scale · sign(x)`, `scale` being its
+/// channel's mean `|x|` (see [`mean_abs`]).
+#[inline(always)]
+pub fn magnitude_aware_sign(x: f32, scale: f32) -> f32 {
+    scale * sign(x)
+}
+
+/// `magnitude_aware_sign` gradient: the scale is a constant for the gradient,
+/// so it is `scale · dy` inside the clip window and `+0` outside.
+#[inline(always)]
+pub fn magnitude_aware_sign_grad(x: f32, dy: f32, scale: f32, clip: Option<f32>) -> f32 {
+    ste_grad(x, scale * dy, clip)
+}
+
+/// Mean of `|x|` from its sum and count (Bi-Real's per-channel scale).
+pub fn mean_abs(sum_abs: f64, count: usize) -> f32 {
+    if count == 0 {
+        return 0.0;
+    }
+    (sum_abs / count as f64) as f32
+}
+
+/// `n = 2^k − 1`, the number of DoReFa quantization steps, exact in f32 for
+/// k ≤ 24.
+#[inline(always)]
+pub fn dorefa_levels(k_bit: u32) -> f32 {
+    ((1u32 << k_bit) - 1) as f32
+}
+
+/// DoReFa's k-bit quantizer on [0, 1]: `round_half_even(clip(x, 0, 1)·n) / n`.
+#[inline(always)]
+pub fn dorefa_quantize(x: f32, n: f32) -> f32 {
+    // `clamp` keeps NaN as NaN, as `tf.clip_by_value` does.
+    (x.clamp(0.0, 1.0) * n).round_ties_even() / n
+}
+
+/// DoReFa activations gradient: `dy` where `0 ≤ x ≤ 1`, else `+0`.
+#[inline(always)]
+pub fn dorefa_activations_grad(x: f32, dy: f32) -> f32 {
+    if (0.0..=1.0).contains(&x) { dy } else { 0.0 }
+}
+
+/// DoReFa weights forward: `t = tanh x`, `v = t / (2·max|t|) + 0.5`
+/// (0/0 → 0, TensorFlow's `divide_no_nan`), output `2·quantize(v) − 1`.
+#[inline(always)]
+pub fn dorefa_weights(x: f32, max_abs_tanh: f32, n: f32) -> f32 {
+    let t = tanh(x);
+    let denom = 2.0 * max_abs_tanh;
+    let v = if denom == 0.0 { 0.0 } else { t / denom } + 0.5;
+    2.0 * dorefa_quantize(v, n) - 1.0
+}
+
+/// DoReFa weights gradient: `dy · tanh'(x) / max|tanh|`, the max held constant,
+/// no clipping; 0 where the max is 0 (`divide_no_nan`).
+///
+/// Evaluated in TensorFlow's order: the `2q − 1` and `/(2·max)` steps give
+/// `dy·2 / (2·max)`, then `TanhGrad` multiplies by `1 − t²`.
+#[inline(always)]
+pub fn dorefa_weights_grad(x: f32, dy: f32, max_abs_tanh: f32) -> f32 {
+    let denom = 2.0 * max_abs_tanh;
+    if denom == 0.0 {
+        return 0.0;
+    }
+    let t = tanh(x);
+    (dy * 2.0 / denom) * (1.0 - t * t)
+}
+
+/// `max(|a|, |b|)` for the DoReFa reduction, where a NaN wins (a NaN weight
+/// makes the whole tensor NaN, as `tf.reduce_max` does).
+#[inline(always)]
+pub fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// `tanh` as TensorFlow's CPU kernels compute it in `f32`: Eigen's 9/8-degree
+/// rational approximation, clamped to ±7.90738964, evaluated without fused
+/// multiply-adds.
+///
+/// DoReFa's weight gradient multiplies by `1 − tanh²x`, which turns a one-ulp
+/// difference in `tanh` near |x| ≈ 4 into a relative error of 1e-4; matching
+/// larq bit for bit needs larq's `tanh`, not the correctly rounded one.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    // Eigen's constants, digit for digit, so the f32 values are the same.
+    #[allow(clippy::excessive_precision)]
+    const CLAMP: f32 = 7.90738964080810547;
+    // Numerator (odd) and denominator (even) coefficients, highest degree first.
+    #[allow(clippy::excessive_precision)]
+    const ALPHA: [f32; 4] = [1.394553628e-8, 2.102733560e-5, 3.520756727e-3, 1.340216100e-1];
+    #[allow(clippy::excessive_precision)]
+    const BETA: [f32; 5] = [8.015776984e-7, 3.326951409e-4, 2.597254514e-2, 4.673548340e-1, 1.0];
+    // Past the clamp the approximation is exactly ±1; NaN passes through.
+    let x = x.clamp(-CLAMP, CLAMP);
+    let x2 = x * x;
+    let x3 = x2 * x;
+    let mut p = ALPHA[0];
+    for a in &ALPHA[1..] {
+        p = x2 * p + a;
+    }
+    let mut q = BETA[0];
+    for b in &BETA[1..] {
+        q = x2 * q + b;
+    }
+    (x3 * p + x) / q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tanh_clamp_gives_exactly_one() {
+        assert_eq!(tanh(7.907_39), 1.0);
+        assert_eq!(tanh(f32::INFINITY), 1.0);
+        assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
+        assert!(tanh(f32::NAN).is_nan());
+        assert_eq!(tanh(0.0), 0.0);
+    }
+
+    #[test]
+    fn tanh_is_close_to_libm() {
+        let mut x = -9.0f32;
+        while x < 9.0 {
+            assert!((tanh(x) - x.tanh()).abs() <= 4.0 * f32::EPSILON, "x = {x}");
+            x += 0.001;
+        }
+    }
+
+    #[test]
+    fn ternarize_edges() {
+        assert_eq!(ternarize(0.1, 0.1), 1.0);
+        assert_eq!(ternarize(-0.1, 0.1), -1.0);
+        assert_eq!(ternarize(0.09, 0.1), 0.0);
+        assert_eq!(ternarize(-0.0, 0.1), 0.0);
+        assert_eq!(ternarize(0.0, 0.0), 0.0);
+        assert!(ternarize(f32::NAN, 0.1).is_nan());
+        assert!(ternarize(0.5, f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn dorefa_rounds_half_to_even() {
+        assert_eq!(dorefa_quantize(0.5, dorefa_levels(1)), 0.0);
+        assert_eq!(dorefa_quantize(0.5, dorefa_levels(2)), 2.0 / 3.0);
+        assert_eq!(dorefa_weights(0.0, 0.0, dorefa_levels(1)), -1.0);
+        assert_eq!(dorefa_weights(0.0, 0.0, dorefa_levels(2)), 0.333_333_37);
+        assert_eq!(dorefa_weights_grad(0.0, 1.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn swish_grad_limit_at_infinity() {
+        assert_eq!(swish_sign_grad(f32::INFINITY, 1.0, 5.0), 0.0);
+        assert_eq!(swish_sign_grad(f32::NEG_INFINITY, 1.0, 5.0), 0.0);
+        assert_eq!(swish_sign_grad(1e30, 1.0, 5.0), 0.0);
+        assert!(swish_sign_grad(f32::NAN, 1.0, 5.0).is_nan());
+        assert_eq!(swish_sign_grad(0.0, 1.0, 5.0), 5.0);
+    }
+}
