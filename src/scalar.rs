@@ -144,8 +144,16 @@ pub fn dorefa_levels(k_bit: u32) -> f32 {
 /// DoReFa's k-bit quantizer on [0, 1]: `round_half_even(clip(x, 0, 1)·n) / n`.
 #[inline(always)]
 pub fn dorefa_quantize(x: f32, n: f32) -> f32 {
-    // `clamp` keeps NaN as NaN, as `tf.clip_by_value` does.
-    (x.clamp(0.0, 1.0) * n).round_ties_even() / n
+    // Written out rather than `clamp`: `tf.clip_by_value` maps −0 to +0
+    // (clamp keeps −0) and keeps NaN.
+    let clipped = if x > 0.0 {
+        if x < 1.0 { x } else { 1.0 }
+    } else if x.is_nan() {
+        x
+    } else {
+        0.0
+    };
+    (clipped * n).round_ties_even() / n
 }
 
 /// DoReFa activations gradient: `dy` where `0 ≤ x ≤ 1`, else `+0`.

@@ -40,6 +40,9 @@ fn compare(got: &[f32], want: &[f32], tol: &Value) -> Result<(), String> {
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let ok = if w.is_nan() {
             g.is_nan()
+        } else if atol == 0.0 && rtol == 0.0 {
+            // An exact case is exact to the bit, sign of zero included.
+            g.to_bits() == w.to_bits()
         } else if g == w {
             true
         } else {
