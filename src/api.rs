@@ -69,10 +69,7 @@ impl Quantizer {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        let channels = check_shape(
-            shape,
-            &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
-        )?;
+        let channels = check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         cpu::backward(self, x, dy, channels, dx);
         Ok(())
     }

@@ -23,7 +23,10 @@ pub enum Error {
 
     /// A parameter given twice in one SPEC.
     #[error("{quantizer}: parameter `{key}` is given twice")]
-    DuplicateParameter { quantizer: &'static str, key: String },
+    DuplicateParameter {
+        quantizer: &'static str,
+        key: String,
+    },
 
     /// A required parameter that is missing.
     #[error("{quantizer}: parameter `{key}` is required")]

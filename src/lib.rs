@@ -41,3 +41,8 @@ pub use quantizer::{
 
 // The element types, so users need not depend on `half` themselves.
 pub use half::{bf16, f16};
+
+// README.md's examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -254,7 +254,12 @@ impl Kind {
     }
 }
 
-fn invalid(quantizer: &'static str, key: &'static str, value: impl fmt::Display, expected: &'static str) -> Error {
+fn invalid(
+    quantizer: &'static str,
+    key: &'static str,
+    value: impl fmt::Display,
+    expected: &'static str,
+) -> Error {
     Error::InvalidParameter {
         quantizer,
         key,
@@ -342,12 +347,15 @@ fn split_spec(spec: &str) -> Result<(&str, Vec<(&str, &str)>)> {
         let args = args.strip_suffix(',').unwrap_or(args);
         if !args.trim().is_empty() {
             for arg in args.split(',') {
-                let (key, value) = arg
-                    .split_once('=')
-                    .ok_or_else(|| syntax(&format!("expected `key=value`, found `{}`", arg.trim())))?;
+                let (key, value) = arg.split_once('=').ok_or_else(|| {
+                    syntax(&format!("expected `key=value`, found `{}`", arg.trim()))
+                })?;
                 let (key, value) = (key.trim(), value.trim());
                 if key.is_empty() || value.is_empty() {
-                    return Err(syntax(&format!("expected `key=value`, found `{}`", arg.trim())));
+                    return Err(syntax(&format!(
+                        "expected `key=value`, found `{}`",
+                        arg.trim()
+                    )));
                 }
                 pairs.push((key, value));
             }

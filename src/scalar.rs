@@ -145,15 +145,20 @@ pub fn dorefa_levels(k_bit: u32) -> f32 {
 #[inline(always)]
 pub fn dorefa_quantize(x: f32, n: f32) -> f32 {
     // Written out rather than `clamp`: `tf.clip_by_value` maps −0 to +0
-    // (clamp keeps −0) and keeps NaN.
-    let clipped = if x > 0.0 {
-        if x < 1.0 { x } else { 1.0 }
-    } else if x.is_nan() {
-        x
-    } else {
-        0.0
-    };
-    (clipped * n).round_ties_even() / n
+    // (clamp keeps −0). NaN fails both tests and passes through.
+    let clipped = if x <= 0.0 { 0.0 } else { x };
+    let clipped = if clipped >= 1.0 { 1.0 } else { clipped };
+    round_half_even(clipped * n) / n
+}
+
+/// Rounds a non-negative `v` to the nearest integer, ties to even, like
+/// `f32::round_ties_even` but without a libm call, so the loops over it
+/// vectorize. Adding and subtracting 2^23 leaves no fraction bits, and the
+/// addition rounds to nearest even; from 2^23 on every f32 is an integer.
+#[inline(always)]
+fn round_half_even(v: f32) -> f32 {
+    const TWO_23: f32 = 8_388_608.0;
+    if v < TWO_23 { (v + TWO_23) - TWO_23 } else { v }
 }
 
 /// DoReFa activations gradient: `dy` where `0 ≤ x ≤ 1`, else `+0`.
@@ -191,11 +196,8 @@ pub fn dorefa_weights_grad(x: f32, dy: f32, max_abs_tanh: f32) -> f32 {
 /// makes the whole tensor NaN, as `tf.reduce_max` does).
 #[inline(always)]
 pub fn nan_max(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() {
-        f32::NAN
-    } else {
-        a.max(b)
-    }
+    // One select (no `f32::max`, which drops NaN), so loops vectorize.
+    if (a > b) | a.is_nan() { a } else { b }
 }
 
 /// `tanh` as TensorFlow's CPU kernels compute it in `f32`: Eigen's 9/8-degree
@@ -212,9 +214,20 @@ pub fn tanh(x: f32) -> f32 {
     const CLAMP: f32 = 7.90738964080810547;
     // Numerator (odd) and denominator (even) coefficients, highest degree first.
     #[allow(clippy::excessive_precision)]
-    const ALPHA: [f32; 4] = [1.394553628e-8, 2.102733560e-5, 3.520756727e-3, 1.340216100e-1];
+    const ALPHA: [f32; 4] = [
+        1.394553628e-8,
+        2.102733560e-5,
+        3.520756727e-3,
+        1.340216100e-1,
+    ];
     #[allow(clippy::excessive_precision)]
-    const BETA: [f32; 5] = [8.015776984e-7, 3.326951409e-4, 2.597254514e-2, 4.673548340e-1, 1.0];
+    const BETA: [f32; 5] = [
+        8.015776984e-7,
+        3.326951409e-4,
+        2.597254514e-2,
+        4.673548340e-1,
+        1.0,
+    ];
     // Past the clamp the approximation is exactly ±1; NaN passes through.
     let x = x.clamp(-CLAMP, CLAMP);
     let x2 = x * x;
@@ -261,6 +274,26 @@ mod tests {
         assert_eq!(ternarize(0.0, 0.0), 0.0);
         assert!(ternarize(f32::NAN, 0.1).is_nan());
         assert!(ternarize(0.5, f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn round_half_even_matches_std() {
+        let mut v = 0.0f32;
+        while v < 70.0 {
+            assert_eq!(round_half_even(v), v.round_ties_even(), "{v}");
+            v += 0.125;
+        }
+        for v in [
+            8_388_607.5f32,
+            8_388_608.0,
+            16_777_215.0,
+            0.499_999_97,
+            2.5,
+            3.5,
+        ] {
+            assert_eq!(round_half_even(v), v.round_ties_even(), "{v}");
+        }
+        assert!(round_half_even(f32::NAN).is_nan());
     }
 
     #[test]

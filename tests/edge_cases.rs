@@ -28,10 +28,22 @@ fn all_zero_tensors_match_larq() {
     assert_eq!(twn.backward_vec(&x, &dy, &shape).unwrap(), dy);
 
     // DoReFa weights: 0/0 → 0 (divide_no_nan), so every weight is quantize(0.5).
-    for (k, want) in [(1, -1.0f32), (2, 0.333_333_37), (3, 2.0 * (4.0f32 / 7.0) - 1.0)] {
+    for (k, want) in [
+        (1, -1.0f32),
+        (2, 0.333_333_37),
+        (3, 2.0 * (4.0f32 / 7.0) - 1.0),
+    ] {
         let w = q(&format!("dorefa(k_bit={k}, mode=weights)"));
-        assert_eq!(bits(&w.forward_vec(&x, &shape).unwrap()), bits(&[want; 6]), "k_bit={k}");
-        assert_eq!(w.backward_vec(&x, &dy, &shape).unwrap(), [0.0; 6], "k_bit={k}");
+        assert_eq!(
+            bits(&w.forward_vec(&x, &shape).unwrap()),
+            bits(&[want; 6]),
+            "k_bit={k}"
+        );
+        assert_eq!(
+            w.backward_vec(&x, &dy, &shape).unwrap(),
+            [0.0; 6],
+            "k_bit={k}"
+        );
     }
 }
 
@@ -49,11 +61,18 @@ fn a_nan_makes_its_whole_reduction_group_nan() {
     assert!(dx[1].is_nan() && dx[4].is_nan());
 
     // TWN and DoReFa weights reduce over the whole tensor.
-    let y = q("ste_tern(ternary_weight_networks=true)").forward_vec(&x, &[6]).unwrap();
+    let y = q("ste_tern(ternary_weight_networks=true)")
+        .forward_vec(&x, &[6])
+        .unwrap();
     assert!(y.iter().all(|v| v.is_nan()));
     let w = q("dorefa(mode=weights)");
     assert!(w.forward_vec(&x, &[6]).unwrap().iter().all(|v| v.is_nan()));
-    assert!(w.backward_vec(&x, &dy, &[6]).unwrap().iter().all(|v| v.is_nan()));
+    assert!(
+        w.backward_vec(&x, &dy, &[6])
+            .unwrap()
+            .iter()
+            .all(|v| v.is_nan())
+    );
 }
 
 #[test]
@@ -62,7 +81,12 @@ fn half_thresholds_are_the_values_the_tensor_can_hold() {
     // x = f16(0.1) sits exactly on it and maps to ±1.
     let t = f16::from_f32(0.1);
     let x = [t, -t, f16::from_f32(0.0999)];
-    let y: Vec<f32> = q("ste_tern").forward_vec(&x, &[3]).unwrap().iter().map(|v| v.to_f32()).collect();
+    let y: Vec<f32> = q("ste_tern")
+        .forward_vec(&x, &[3])
+        .unwrap()
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
     assert_eq!(y, [1.0, -1.0, 0.0]);
 
     let c = f16::from_f32(0.3);

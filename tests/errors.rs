@@ -20,16 +20,27 @@ fn unknown_names_are_errors_that_list_the_known_ones() {
 #[test]
 fn unknown_and_repeated_keys_are_errors() {
     let e = parse_err("ste_sign(clip=1.0)");
-    assert!(matches!(&e, Error::UnknownParameter { quantizer: "ste_sign", key, .. } if key == "clip"));
+    assert!(
+        matches!(&e, Error::UnknownParameter { quantizer: "ste_sign", key, .. } if key == "clip")
+    );
     assert!(e.to_string().contains("clip_value"), "{e}");
-    assert!(matches!(parse_err("approx_sign(beta=5)"), Error::UnknownParameter { .. }));
+    assert!(matches!(
+        parse_err("approx_sign(beta=5)"),
+        Error::UnknownParameter { .. }
+    ));
     assert!(matches!(
         parse_err("ste_tern(clip_value=1.0, clip_value=none)"),
-        Error::DuplicateParameter { quantizer: "ste_tern", .. }
+        Error::DuplicateParameter {
+            quantizer: "ste_tern",
+            ..
+        }
     ));
     assert!(matches!(
         parse_err("noop"),
-        Error::MissingParameter { quantizer: "noop", key: "precision" }
+        Error::MissingParameter {
+            quantizer: "noop",
+            key: "precision"
+        }
     ));
 }
 
@@ -46,7 +57,10 @@ fn bad_values_are_errors_that_name_the_key() {
         ("swish_sign(beta=-2)", "beta"),
         ("swish_sign(beta=NaN)", "beta"),
         ("ste_tern(threshold_value=-0.1)", "threshold_value"),
-        ("ste_tern(ternary_weight_networks=yes)", "ternary_weight_networks"),
+        (
+            "ste_tern(ternary_weight_networks=yes)",
+            "ternary_weight_networks",
+        ),
         ("dorefa(k_bit=0)", "k_bit"),
         ("dorefa(k_bit=25)", "k_bit"),
         ("dorefa(k_bit=2.5)", "k_bit"),
@@ -63,7 +77,15 @@ fn bad_values_are_errors_that_name_the_key() {
 
 #[test]
 fn malformed_specs_are_syntax_errors() {
-    for spec in ["", "ste_sign(", "ste_sign(clip_value)", "ste_sign(=1)", "ste sign", "ste_sign(clip_value=1))", "(clip_value=1)"] {
+    for spec in [
+        "",
+        "ste_sign(",
+        "ste_sign(clip_value)",
+        "ste_sign(=1)",
+        "ste sign",
+        "ste_sign(clip_value=1))",
+        "(clip_value=1)",
+    ] {
         assert!(matches!(parse_err(spec), Error::Syntax { .. }), "{spec:?}");
     }
 }
@@ -71,15 +93,29 @@ fn malformed_specs_are_syntax_errors() {
 #[test]
 fn construction_checks_like_parsing() {
     let bad = [
-        Kind::SteSign { clip_value: Some(f32::NAN) },
-        Kind::SteHeaviside { clip_value: Some(-1.0) },
+        Kind::SteSign {
+            clip_value: Some(f32::NAN),
+        },
+        Kind::SteHeaviside {
+            clip_value: Some(-1.0),
+        },
         Kind::SwishSign { beta: 0.0 },
-        Kind::SteTern { threshold_value: f32::INFINITY, ternary_weight_networks: false, clip_value: None },
-        Kind::DoReFa { k_bit: 25, mode: DorefaMode::Weights },
+        Kind::SteTern {
+            threshold_value: f32::INFINITY,
+            ternary_weight_networks: false,
+            clip_value: None,
+        },
+        Kind::DoReFa {
+            k_bit: 25,
+            mode: DorefaMode::Weights,
+        },
         Kind::NoOp { precision: 0 },
     ];
     for kind in bad {
-        assert!(matches!(Quantizer::new(kind), Err(Error::InvalidParameter { .. })), "{kind:?}");
+        assert!(
+            matches!(Quantizer::new(kind), Err(Error::InvalidParameter { .. })),
+            "{kind:?}"
+        );
     }
 }
 
@@ -92,22 +128,64 @@ fn length_mismatches_leave_the_output_untouched() {
 
     let mut y = [SENTINEL; 5];
     let e = q.forward(&x, &[2, 3], &mut y).unwrap_err();
-    assert!(matches!(e, Error::ShapeMismatch { buffer: "y", expected: 6, len: 5, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::ShapeMismatch {
+                buffer: "y",
+                expected: 6,
+                len: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(y, [SENTINEL; 5]);
 
     let mut y = [SENTINEL; 6];
     let e = q.forward(&x, &[2, 2], &mut y).unwrap_err();
-    assert!(matches!(e, Error::ShapeMismatch { buffer: "x", expected: 4, len: 6, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::ShapeMismatch {
+                buffer: "x",
+                expected: 4,
+                len: 6,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(y, [SENTINEL; 6]);
 
     let mut dx = [SENTINEL; 6];
     let e = q.backward(&x, &[1.0f32; 7], &[2, 3], &mut dx).unwrap_err();
-    assert!(matches!(e, Error::ShapeMismatch { buffer: "dy", len: 7, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::ShapeMismatch {
+                buffer: "dy",
+                len: 7,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(dx, [SENTINEL; 6]);
 
     let mut dx = [SENTINEL; 4];
     let e = q.backward(&x, &[1.0f32; 6], &[6], &mut dx).unwrap_err();
-    assert!(matches!(e, Error::ShapeMismatch { buffer: "dx", len: 4, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::ShapeMismatch {
+                buffer: "dx",
+                len: 4,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(dx, [SENTINEL; 4]);
 
     let e = q.forward_vec(&x, &[3]).unwrap_err();
@@ -119,7 +197,9 @@ fn length_mismatches_leave_the_output_untouched() {
 fn overflowing_shapes_are_errors() {
     let q: Quantizer = "ste_sign".parse().unwrap();
     let mut y = [SENTINEL; 4];
-    let e = q.forward(&[0.0f32; 4], &[usize::MAX, 2], &mut y).unwrap_err();
+    let e = q
+        .forward(&[0.0f32; 4], &[usize::MAX, 2], &mut y)
+        .unwrap_err();
     assert_eq!(e, Error::ShapeOverflow(vec![usize::MAX, 2]));
     assert_eq!(y, [SENTINEL; 4]);
 }
@@ -127,17 +207,31 @@ fn overflowing_shapes_are_errors() {
 #[test]
 fn empty_tensors_work_for_every_quantizer() {
     for name in Quantizer::NAMES {
-        let spec = if *name == "noop" { "noop(precision=1)".to_string() } else { name.to_string() };
+        let spec = if *name == "noop" {
+            "noop(precision=1)".to_string()
+        } else {
+            name.to_string()
+        };
         for mode in ["", "(mode=weights)", "(ternary_weight_networks=true)"] {
             let spec = match (mode, *name) {
                 ("", _) => spec.clone(),
-                ("(mode=weights)", "dorefa") | ("(ternary_weight_networks=true)", "ste_tern") => format!("{name}{mode}"),
+                ("(mode=weights)", "dorefa") | ("(ternary_weight_networks=true)", "ste_tern") => {
+                    format!("{name}{mode}")
+                }
                 _ => continue,
             };
             let q: Quantizer = spec.parse().unwrap();
             for shape in [&[0usize][..], &[3, 0], &[0, 4]] {
-                assert_eq!(q.forward_vec::<f32>(&[], shape).unwrap(), Vec::<f32>::new(), "{spec} {shape:?}");
-                assert_eq!(q.backward_vec::<f32>(&[], &[], shape).unwrap(), Vec::<f32>::new(), "{spec} {shape:?}");
+                assert_eq!(
+                    q.forward_vec::<f32>(&[], shape).unwrap(),
+                    Vec::<f32>::new(),
+                    "{spec} {shape:?}"
+                );
+                assert_eq!(
+                    q.backward_vec::<f32>(&[], &[], shape).unwrap(),
+                    Vec::<f32>::new(),
+                    "{spec} {shape:?}"
+                );
             }
         }
     }

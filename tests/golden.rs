@@ -89,11 +89,26 @@ fn every_larq_reference_case_passes() {
             other => Err(format!("unknown dtype {other}")),
         };
         if let Err(e) = result {
-            failures.push(format!("{} {} {:?}: {e}", spec(case), case["dtype"], case["shape"]));
+            failures.push(format!(
+                "{} {} {:?}: {e}",
+                spec(case),
+                case["dtype"],
+                case["shape"]
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     // The reference holds 128 cases; a truncated copy must not pass quietly.
     assert_eq!(cases.len(), 128);
-    println!("golden: {} of {} larq reference cases passed", cases.len(), cases.len());
+    println!(
+        "golden: {} of {} larq reference cases passed",
+        cases.len(),
+        cases.len()
+    );
 }

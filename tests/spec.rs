@@ -11,22 +11,51 @@ fn parse(spec: &str) -> Result<Quantizer, Error> {
 #[test]
 fn defaults_follow_larq_and_the_seed_document() {
     let cases = [
-        ("ste_sign", Kind::SteSign { clip_value: Some(1.0) }),
+        (
+            "ste_sign",
+            Kind::SteSign {
+                clip_value: Some(1.0),
+            },
+        ),
         ("approx_sign", Kind::ApproxSign),
         ("swish_sign", Kind::SwishSign { beta: 5.0 }),
-        ("ste_heaviside", Kind::SteHeaviside { clip_value: Some(1.0) }),
-        ("magnitude_aware_sign", Kind::MagnitudeAwareSign { clip_value: Some(1.0) }),
+        (
+            "ste_heaviside",
+            Kind::SteHeaviside {
+                clip_value: Some(1.0),
+            },
+        ),
+        (
+            "magnitude_aware_sign",
+            Kind::MagnitudeAwareSign {
+                clip_value: Some(1.0),
+            },
+        ),
         (
             "ste_tern",
-            Kind::SteTern { threshold_value: 0.1, ternary_weight_networks: false, clip_value: Some(1.0) },
+            Kind::SteTern {
+                threshold_value: 0.1,
+                ternary_weight_networks: false,
+                clip_value: Some(1.0),
+            },
         ),
-        ("dorefa", Kind::DoReFa { k_bit: 2, mode: DorefaMode::Activations }),
+        (
+            "dorefa",
+            Kind::DoReFa {
+                k_bit: 2,
+                mode: DorefaMode::Activations,
+            },
+        ),
         ("noop(precision=8)", Kind::NoOp { precision: 8 }),
     ];
     for (spec, kind) in cases {
         assert_eq!(parse(spec).unwrap().kind(), kind, "{spec}");
         if !spec.contains('(') {
-            assert_eq!(parse(&format!("{spec}()")).unwrap().kind(), kind, "{spec}()");
+            assert_eq!(
+                parse(&format!("{spec}()")).unwrap().kind(),
+                kind,
+                "{spec}()"
+            );
         }
     }
 }
@@ -36,24 +65,41 @@ fn larq_spellings_parse() {
     let q = parse("ste_tern(threshold_value=0.2, clip_value=none)").unwrap();
     assert_eq!(
         q.kind(),
-        Kind::SteTern { threshold_value: 0.2, ternary_weight_networks: false, clip_value: None }
+        Kind::SteTern {
+            threshold_value: 0.2,
+            ternary_weight_networks: false,
+            clip_value: None
+        }
     );
     // Python's spellings of None, booleans and strings, extra spaces, a trailing comma.
     let q = parse(" ste_tern ( ternary_weight_networks = True , clip_value=None, ) ").unwrap();
     assert_eq!(
         q.kind(),
-        Kind::SteTern { threshold_value: 0.1, ternary_weight_networks: true, clip_value: None }
+        Kind::SteTern {
+            threshold_value: 0.1,
+            ternary_weight_networks: true,
+            clip_value: None
+        }
     );
     assert_eq!(
         parse("dorefa(k_bit=4, mode=\"weights\")").unwrap().kind(),
-        Kind::DoReFa { k_bit: 4, mode: DorefaMode::Weights }
+        Kind::DoReFa {
+            k_bit: 4,
+            mode: DorefaMode::Weights
+        }
     );
     assert_eq!(
         parse("dorefa(mode='activations', k_bit=8)").unwrap().kind(),
-        Kind::DoReFa { k_bit: 8, mode: DorefaMode::Activations }
+        Kind::DoReFa {
+            k_bit: 8,
+            mode: DorefaMode::Activations
+        }
     );
     assert_eq!(parse("approx_sign()").unwrap().kind(), Kind::ApproxSign);
-    assert_eq!(parse("swish_sign(beta=10)").unwrap().kind(), Kind::SwishSign { beta: 10.0 });
+    assert_eq!(
+        parse("swish_sign(beta=10)").unwrap().kind(),
+        Kind::SwishSign { beta: 10.0 }
+    );
 }
 
 #[test]
@@ -104,7 +150,11 @@ fn kind() -> impl Strategy<Value = Kind> {
         }),
         (1u32..=24, any::<bool>()).prop_map(|(k_bit, w)| Kind::DoReFa {
             k_bit,
-            mode: if w { DorefaMode::Weights } else { DorefaMode::Activations }
+            mode: if w {
+                DorefaMode::Weights
+            } else {
+                DorefaMode::Activations
+            }
         }),
         (1u32..=64).prop_map(|precision| Kind::NoOp { precision }),
     ]

@@ -45,14 +45,16 @@ pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &m
                 threshold_value
             };
             let threshold = T::round_f32(threshold);
-            map1(x, y, |x, y, _| each1(x, y, |x| scalar::ternarize(x, threshold)))
+            map1(x, y, |x, y, _| {
+                each1(x, y, |x| scalar::ternarize(x, threshold))
+            })
         }
         Kind::DoReFa { k_bit, mode } => {
             let n = scalar::dorefa_levels(k_bit);
             match mode {
-                DorefaMode::Activations => {
-                    map1(x, y, |x, y, _| each1(x, y, |x| scalar::dorefa_quantize(x, n)))
-                }
+                DorefaMode::Activations => map1(x, y, |x, y, _| {
+                    each1(x, y, |x| scalar::dorefa_quantize(x, n))
+                }),
                 DorefaMode::Weights => {
                     let max = reduce::max_abs_tanh(x);
                     map1(x, y, |x, y, _| {
@@ -129,12 +131,14 @@ fn map1<T: Element>(x: &[T], y: &mut [T], f: impl Fn(&[f32], &mut [f32], usize) 
         .zip(x.par_chunks(CHUNK))
         .enumerate()
         .for_each(|(chunk, (y, x))| {
-            let mut x_buf = [0f32; BLOCK];
-            let mut y_buf = [0f32; BLOCK];
-            for (block, (y, x)) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
-                let x = T::read(x, &mut x_buf);
-                T::write(y, &mut y_buf, |y| f(x, y, chunk * CHUNK + block * BLOCK));
-            }
+            simd(|| {
+                let mut x_buf = [0f32; BLOCK];
+                let mut y_buf = [0f32; BLOCK];
+                for (block, (y, x)) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
+                    let x = T::read(x, &mut x_buf);
+                    T::write(y, &mut y_buf, |y| f(x, y, chunk * CHUNK + block * BLOCK));
+                }
+            })
         });
 }
 
@@ -149,16 +153,41 @@ fn map2<T: Element>(
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .enumerate()
         .for_each(|(chunk, (dx, (x, dy)))| {
-            let mut x_buf = [0f32; BLOCK];
-            let mut dy_buf = [0f32; BLOCK];
-            let mut dx_buf = [0f32; BLOCK];
-            let blocks = dx.chunks_mut(BLOCK).zip(x.chunks(BLOCK).zip(dy.chunks(BLOCK)));
-            for (block, (dx, (x, dy))) in blocks.enumerate() {
-                let x = T::read(x, &mut x_buf);
-                let dy = T::read(dy, &mut dy_buf);
-                T::write(dx, &mut dx_buf, |dx| f(x, dy, dx, chunk * CHUNK + block * BLOCK));
-            }
+            simd(|| {
+                let mut x_buf = [0f32; BLOCK];
+                let mut dy_buf = [0f32; BLOCK];
+                let mut dx_buf = [0f32; BLOCK];
+                let blocks = dx
+                    .chunks_mut(BLOCK)
+                    .zip(x.chunks(BLOCK).zip(dy.chunks(BLOCK)));
+                for (block, (dx, (x, dy))) in blocks.enumerate() {
+                    let x = T::read(x, &mut x_buf);
+                    let dy = T::read(dy, &mut dy_buf);
+                    T::write(dx, &mut dx_buf, |dx| {
+                        f(x, dy, dx, chunk * CHUNK + block * BLOCK)
+                    });
+                }
+            })
         });
+}
+
+/// Runs `f` compiled for AVX2 where the CPU has it, so the loops inlined
+/// into it vectorize eight lanes wide instead of SSE2's four. The bits do not
+/// change: Rust never contracts `a * b + c` into an FMA, whatever the target.
+#[inline(always)]
+pub(super) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 #[inline(always)]
@@ -179,7 +208,11 @@ fn each2(x: &[f32], dy: &[f32], dx: &mut [f32], f: impl Fn(f32, f32) -> f32) {
 /// lie within one row of `channels` elements: `(start in block, first channel,
 /// length)`. Within a run, element `i` has channel `first + i`, so the loops
 /// over a run are plain zips.
-fn channel_runs(len: usize, offset: usize, channels: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+fn channel_runs(
+    len: usize,
+    offset: usize,
+    channels: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
     let mut start = 0;
     let mut channel = offset % channels.max(1);
     std::iter::from_fn(move || {
@@ -195,7 +228,13 @@ fn channel_runs(len: usize, offset: usize, channels: usize) -> impl Iterator<Ite
 }
 
 #[inline(always)]
-fn each1_channels(x: &[f32], y: &mut [f32], offset: usize, scales: &[f32], f: impl Fn(f32, f32) -> f32) {
+fn each1_channels(
+    x: &[f32],
+    y: &mut [f32],
+    offset: usize,
+    scales: &[f32],
+    f: impl Fn(f32, f32) -> f32,
+) {
     for (start, channel, len) in channel_runs(x.len(), offset, scales.len()) {
         let x = &x[start..start + len];
         let y = &mut y[start..start + len];

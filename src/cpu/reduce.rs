@@ -42,14 +42,24 @@ pub(super) fn sum_abs<T: Element>(x: &[T]) -> f64 {
 pub(super) fn max_abs_tanh<T: Element>(x: &[T]) -> f32 {
     x.par_chunks(CHUNK)
         .map(|chunk| {
-            let mut buf = [0f32; BLOCK];
-            let mut max = 0f32;
-            for block in chunk.chunks(BLOCK) {
-                for &v in T::read(block, &mut buf) {
-                    max = scalar::nan_max(max, scalar::tanh(v).abs());
+            super::simd(|| {
+                let mut buf = [0f32; BLOCK];
+                // Independent lanes, as in `sum_abs`, so the loop vectorizes.
+                let mut lanes = [0f32; 8];
+                for block in chunk.chunks(BLOCK) {
+                    let x = T::read(block, &mut buf);
+                    let mut groups = x.chunks_exact(8);
+                    for v in &mut groups {
+                        for (m, &v) in lanes.iter_mut().zip(v) {
+                            *m = scalar::nan_max(*m, scalar::tanh(v).abs());
+                        }
+                    }
+                    for (m, &v) in lanes.iter_mut().zip(groups.remainder()) {
+                        *m = scalar::nan_max(*m, scalar::tanh(v).abs());
+                    }
                 }
-            }
-            max
+                lanes.into_iter().fold(0.0, scalar::nan_max)
+            })
         })
         // `max` is order-independent, and so is "any NaN", so this is exact.
         .reduce(|| 0.0, scalar::nan_max)
@@ -108,5 +118,7 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
         }
         sums
     };
-    sums.into_iter().map(|s| scalar::mean_abs(s, rows)).collect()
+    sums.into_iter()
+        .map(|s| scalar::mean_abs(s, rows))
+        .collect()
 }
