@@ -7,7 +7,7 @@ use crate::quantizer::Quantizer;
 
 /// Checks that every buffer holds exactly the elements `shape` describes and
 /// returns the channel count (the last axis; 1 for a scalar).
-fn check_shape(shape: &[usize], buffers: &[(&'static str, usize)]) -> Result<usize> {
+pub(crate) fn check_shape(shape: &[usize], buffers: &[(&'static str, usize)]) -> Result<usize> {
     let expected = shape
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))

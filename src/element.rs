@@ -20,6 +20,15 @@ impl DType {
         }
     }
 
+    /// The value `v` takes once stored in this type, as `f32`.
+    pub fn round(self, v: f32) -> f32 {
+        match self {
+            DType::F32 => v,
+            DType::F16 => f16::from_f32(v).to_f32(),
+            DType::BF16 => bf16::from_f32(v).to_f32(),
+        }
+    }
+
     /// The short name used in kernel names and on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -39,8 +48,19 @@ mod sealed {
 
 /// An element type lowbit computes on. Half types are widened to `f32`,
 /// computed and rounded once (round to nearest even).
+///
+/// Every element type is also cudarc's `DeviceRepr`, so the same generic
+/// code moves it to and from a GPU.
 pub trait Element:
-    Copy + Default + Send + Sync + PartialEq + std::fmt::Debug + 'static + sealed::Sealed
+    Copy
+    + Default
+    + Send
+    + Sync
+    + PartialEq
+    + std::fmt::Debug
+    + 'static
+    + cudarc::driver::DeviceRepr
+    + sealed::Sealed
 {
     /// The run-time tag of this type.
     const DTYPE: DType;

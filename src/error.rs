@@ -57,6 +57,23 @@ pub enum Error {
     /// A shape whose element count overflows `usize`.
     #[error("shape {0:?} has too many elements")]
     ShapeOverflow(Vec<usize>),
+
+    /// `LOWBIT_DEVICE` or a device name that is not `auto`, `cpu` or `cuda`.
+    #[error("unknown device `{0}` (expected auto, cpu or cuda)")]
+    UnknownDevice(String),
+
+    /// The CUDA backend was asked for but cannot run here; says why.
+    #[error("CUDA is not available: {0}")]
+    CudaUnavailable(String),
+
+    /// A CUDA driver call failed.
+    #[error("CUDA driver error in {call}: {message}")]
+    Cuda { call: &'static str, message: String },
+
+    /// A workspace smaller than the reduction needs (raw-pointer calls do
+    /// not grow it, since that would allocate on the caller's stream).
+    #[error("workspace holds {have} bytes, this call needs {need}")]
+    WorkspaceTooSmall { need: usize, have: usize },
 }
 
 fn display_list(items: &[&str]) -> impl fmt::Display {

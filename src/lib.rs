@@ -27,11 +27,15 @@
 pub mod scalar;
 
 mod api;
+mod backend;
 mod cpu;
+#[cfg(lowbit_cuda)]
+pub mod cuda;
 mod element;
 mod error;
 mod quantizer;
 
+pub use backend::{Backend, Device};
 pub use element::{DType, Element};
 pub use error::{Error, Result};
 pub use quantizer::{

@@ -1,0 +1,264 @@
+//! Choosing where the work runs: the CPU, or CUDA when a device exists and
+//! the kernels load. The same calls work on either.
+
+use std::fmt;
+use std::str::FromStr;
+#[cfg(lowbit_cuda)]
+use std::sync::Arc;
+
+use crate::cpu;
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::quantizer::Quantizer;
+
+/// Which backend to use: `LOWBIT_DEVICE=auto|cpu|cuda`, or in code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// CUDA when a device exists and the kernels load, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl FromStr for Device {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda),
+            _ => Err(Error::UnknownDevice(s.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Cpu,
+    #[cfg(lowbit_cuda)]
+    Cuda(Arc<crate::cuda::Cuda>),
+}
+
+/// A chosen backend and why it was chosen.
+///
+/// ```
+/// use lowbit::{Backend, Device, Quantizer};
+///
+/// let backend = Backend::new(Device::Cpu)?;
+/// assert_eq!(backend.name(), "cpu");
+/// let q: Quantizer = "ste_sign".parse()?;
+/// let mut y = [0.0f32; 2];
+/// backend.forward(&q, &[-0.5f32, 0.5], &[2], &mut y)?;
+/// assert_eq!(y, [-1.0, 1.0]);
+/// # Ok::<(), lowbit::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Backend {
+    inner: Inner,
+    reason: String,
+}
+
+impl Backend {
+    /// The backend `device` asks for. `Auto` never fails: without a usable
+    /// GPU it picks the CPU and [`reason`](Self::reason) says why; asking for
+    /// `Cuda` where it cannot run is an error that says why.
+    pub fn new(device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Backend::cpu("asked for the CPU")),
+            Device::Cuda => Self::cuda(),
+            Device::Auto => Ok(Self::cuda().unwrap_or_else(|e| {
+                let why = match e {
+                    Error::CudaUnavailable(why) => why,
+                    e => e.to_string(),
+                };
+                Backend::cpu(&format!("auto: CUDA unavailable ({why})"))
+            })),
+        }
+    }
+
+    /// The backend `LOWBIT_DEVICE` names (`auto` when unset).
+    pub fn from_env() -> Result<Self> {
+        let device = match std::env::var("LOWBIT_DEVICE") {
+            Ok(v) => v.parse()?,
+            Err(_) => Device::Auto,
+        };
+        Self::new(device)
+    }
+
+    fn cpu(reason: &str) -> Self {
+        Backend {
+            inner: Inner::Cpu,
+            reason: reason.to_string(),
+        }
+    }
+
+    #[cfg(lowbit_cuda)]
+    fn cuda() -> Result<Self> {
+        let cuda = crate::cuda::Cuda::new(0)?;
+        let mut reason = match cuda.device() {
+            Ok((name, (major, minor))) => format!("CUDA device 0: {name} (sm_{major}{minor})"),
+            Err(_) => "CUDA device 0".to_string(),
+        };
+        if let Some((major, minor)) = cuda.driver_version() {
+            reason += &format!(", driver CUDA {major}.{minor}");
+        }
+        Ok(Backend {
+            inner: Inner::Cuda(Arc::new(cuda)),
+            reason,
+        })
+    }
+
+    #[cfg(not(lowbit_cuda))]
+    fn cuda() -> Result<Self> {
+        Err(Error::CudaUnavailable(
+            "lowbit was built without CUDA kernels (no nvcc at build time)".into(),
+        ))
+    }
+
+    /// `"cpu"` or `"cuda"`.
+    pub fn name(&self) -> &'static str {
+        match self.inner {
+            Inner::Cpu => "cpu",
+            #[cfg(lowbit_cuda)]
+            Inner::Cuda(_) => "cuda",
+        }
+    }
+
+    /// Why this backend was chosen (for `auto`, why CUDA was not).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The CUDA backend, for calls on device buffers and streams.
+    #[cfg(lowbit_cuda)]
+    pub fn as_cuda(&self) -> Option<&Arc<crate::cuda::Cuda>> {
+        match &self.inner {
+            Inner::Cuda(c) => Some(c),
+            Inner::Cpu => None,
+        }
+    }
+
+    /// [`Quantizer::forward`] on this backend, from and to host memory. On
+    /// CUDA this copies to the device and back and waits: for tests and
+    /// tools; training code keeps its tensors on the device and calls
+    /// [`crate::cuda::Cuda::forward`].
+    pub fn forward<T: Element>(
+        &self,
+        q: &Quantizer,
+        x: &[T],
+        shape: &[usize],
+        y: &mut [T],
+    ) -> Result<()> {
+        let channels = crate::api::check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
+        match &self.inner {
+            Inner::Cpu => cpu::forward(q, x, channels, y),
+            #[cfg(lowbit_cuda)]
+            Inner::Cuda(cuda) => host::forward(cuda, q, x, shape, y)?,
+        }
+        Ok(())
+    }
+
+    /// [`Quantizer::backward`] on this backend, from and to host memory.
+    pub fn backward<T: Element>(
+        &self,
+        q: &Quantizer,
+        x: &[T],
+        dy: &[T],
+        shape: &[usize],
+        dx: &mut [T],
+    ) -> Result<()> {
+        let channels =
+            crate::api::check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
+        match &self.inner {
+            Inner::Cpu => cpu::backward(q, x, dy, channels, dx),
+            #[cfg(lowbit_cuda)]
+            Inner::Cuda(cuda) => host::backward(cuda, q, x, dy, shape, dx)?,
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.reason)
+    }
+}
+
+/// Host-memory calls on the CUDA backend: copy in, run, copy out, wait.
+#[cfg(lowbit_cuda)]
+mod host {
+    use crate::cuda::{Cuda, Workspace};
+    use crate::element::Element;
+    use crate::error::{Error, Result};
+    use crate::quantizer::Quantizer;
+
+    fn err(call: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
+        move |e| Error::Cuda {
+            call,
+            message: format!("{e:?}"),
+        }
+    }
+
+    pub(super) fn forward<T: Element>(
+        cuda: &Cuda,
+        q: &Quantizer,
+        x: &[T],
+        shape: &[usize],
+        y: &mut [T],
+    ) -> Result<()> {
+        if x.is_empty() {
+            return Ok(());
+        }
+        let stream = cuda.context().default_stream();
+        let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
+        // SAFETY: every element is written by the kernel before the copy back.
+        let mut yd = unsafe { stream.alloc::<T>(x.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut ws = Workspace::new();
+        cuda.forward(
+            q,
+            &stream,
+            &xd.as_view(),
+            shape,
+            &mut yd.as_view_mut(),
+            &mut ws,
+        )?;
+        stream
+            .memcpy_dtoh(&yd, y)
+            .map_err(err("cuMemcpyDtoHAsync"))?;
+        stream.synchronize().map_err(err("cuStreamSynchronize"))
+    }
+
+    pub(super) fn backward<T: Element>(
+        cuda: &Cuda,
+        q: &Quantizer,
+        x: &[T],
+        dy: &[T],
+        shape: &[usize],
+        dx: &mut [T],
+    ) -> Result<()> {
+        if x.is_empty() {
+            return Ok(());
+        }
+        let stream = cuda.context().default_stream();
+        let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
+        let dyd = stream.clone_htod(dy).map_err(err("cuMemcpyHtoDAsync"))?;
+        // SAFETY: every element is written by the kernel before the copy back.
+        let mut dxd = unsafe { stream.alloc::<T>(x.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut ws = Workspace::new();
+        cuda.backward(
+            q,
+            &stream,
+            &xd.as_view(),
+            &dyd.as_view(),
+            shape,
+            &mut dxd.as_view_mut(),
+            &mut ws,
+        )?;
+        stream
+            .memcpy_dtoh(&dxd, dx)
+            .map_err(err("cuMemcpyDtoHAsync"))?;
+        stream.synchronize().map_err(err("cuStreamSynchronize"))
+    }
+}

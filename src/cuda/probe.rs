@@ -1,0 +1,97 @@
+//! Finds out, without panicking, whether the CUDA driver can be used.
+//!
+//! cudarc loads libcuda on first use and panics when the library or one of
+//! its symbols is missing, and a stub libcuda (the one CUDA toolkits ship for
+//! linking) loads fine but fails every call. So before cudarc is touched the
+//! library is opened here, the symbols lowbit relies on are looked up, and
+//! `cuInit` and `cuDeviceGetCount` are called directly.
+
+use std::ffi::c_int;
+
+/// What the probe found: a usable driver with at least one device.
+#[derive(Debug, Clone)]
+pub(crate) struct Driver {
+    pub devices: i32,
+    /// `cuDriverGetVersion`: 1000·major + 10·minor.
+    pub version: i32,
+}
+
+/// Driver entry points cudarc calls on lowbit's behalf.
+const SYMBOLS: &[&str] = &[
+    "cuInit",
+    "cuDriverGetVersion",
+    "cuDeviceGetCount",
+    "cuDeviceGet",
+    "cuDeviceGetName",
+    "cuDeviceGetAttribute",
+    "cuDevicePrimaryCtxRetain",
+    "cuDevicePrimaryCtxRelease",
+    "cuCtxSetCurrent",
+    "cuCtxGetCurrent",
+    "cuCtxSynchronize",
+    "cuModuleLoadData",
+    "cuModuleGetFunction",
+    "cuModuleUnload",
+    "cuLaunchKernel",
+    "cuMemAllocAsync",
+    "cuMemFreeAsync",
+    "cuMemcpyDtoDAsync_v2",
+    "cuMemcpyHtoDAsync_v2",
+    "cuMemcpyDtoHAsync_v2",
+    "cuMemsetD8Async",
+    "cuStreamSynchronize",
+    "cuStreamWaitEvent",
+    "cuEventCreate",
+    "cuEventRecord",
+    "cuEventDestroy_v2",
+];
+
+/// `CUDA_ERROR_STUB_LIBRARY`: the toolkit's link-time stub, not a driver.
+const STUB_LIBRARY: c_int = 34;
+/// `CUDA_ERROR_NO_DEVICE`.
+const NO_DEVICE: c_int = 100;
+
+pub(crate) fn probe() -> Result<Driver, String> {
+    // The same candidates, in the same order, as cudarc's loader.
+    let candidates: Vec<String> = ["cuda", "nvcuda"]
+        .iter()
+        .flat_map(|l| cudarc::get_lib_name_candidates(l))
+        .collect();
+    // SAFETY: loading the CUDA driver library runs its initializers, which
+    // is what using CUDA at all requires.
+    let lib = candidates
+        .iter()
+        .find_map(|name| unsafe { libloading::Library::new(name) }.ok())
+        .ok_or_else(|| "the CUDA driver library (libcuda) was not found".to_string())?;
+    for name in SYMBOLS {
+        // SAFETY: only the symbol's presence is checked; it is not called.
+        unsafe { lib.get::<*const ()>(name.as_bytes()) }
+            .map_err(|_| format!("the CUDA driver lacks {name} (driver too old?)"))?;
+    }
+    // SAFETY: these signatures are the driver API's own.
+    unsafe {
+        let init = lib
+            .get::<unsafe extern "C" fn(u32) -> c_int>(b"cuInit")
+            .map_err(|e| e.to_string())?;
+        match init(0) {
+            0 => {}
+            STUB_LIBRARY => return Err("libcuda is the toolkit's stub, not a driver".into()),
+            NO_DEVICE => return Err("no CUDA device (cuInit: CUDA_ERROR_NO_DEVICE)".into()),
+            e => return Err(format!("cuInit failed with CUresult {e}")),
+        }
+        let mut version = 0;
+        let get_version = lib
+            .get::<unsafe extern "C" fn(*mut c_int) -> c_int>(b"cuDriverGetVersion")
+            .map_err(|e| e.to_string())?;
+        get_version(&mut version);
+        let mut devices = 0;
+        let count = lib
+            .get::<unsafe extern "C" fn(*mut c_int) -> c_int>(b"cuDeviceGetCount")
+            .map_err(|e| e.to_string())?;
+        match count(&mut devices) {
+            0 if devices > 0 => Ok(Driver { devices, version }),
+            0 => Err("no CUDA device".into()),
+            e => Err(format!("cuDeviceGetCount failed with CUresult {e}")),
+        }
+    }
+}

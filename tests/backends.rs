@@ -1,0 +1,336 @@
+//! One body per behaviour, run on every backend: the CPU always, CUDA where
+//! a device is present. Where CUDA cannot run, its runs are reported as
+//! skipped, with the reason, not silently passed.
+//!
+//! A custom harness (`harness = false`) so that a skip is visible; it ends
+//! with the `N passed, N failed, N skipped` line. `LOWBIT_TEST_ELEMENTS`
+//! sets the random tensors' length (default 2^20 + 3; the GPU check uses 2^28).
+
+mod common;
+
+use lowbit::{Backend, Device, Element, Quantizer, bf16, f16, scalar};
+
+struct On<'a>(&'a Backend);
+
+impl common::Runner for On<'_> {
+    fn forward<T: Element>(
+        &self,
+        q: &Quantizer,
+        x: &[T],
+        shape: &[usize],
+    ) -> Result<Vec<T>, String> {
+        let mut y = vec![T::default(); x.len()];
+        self.0
+            .forward(q, x, shape, &mut y)
+            .map_err(|e| e.to_string())?;
+        Ok(y)
+    }
+    fn backward<T: Element>(
+        &self,
+        q: &Quantizer,
+        x: &[T],
+        dy: &[T],
+        shape: &[usize],
+    ) -> Result<Vec<T>, String> {
+        let mut dx = vec![T::default(); x.len()];
+        self.0
+            .backward(q, x, dy, shape, &mut dx)
+            .map_err(|e| e.to_string())?;
+        Ok(dx)
+    }
+}
+
+fn larq_reference(b: &Backend) -> Result<(), String> {
+    let failures = common::run_all(&On(b));
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} cases failed:\n{}",
+            failures.len(),
+            common::CASES,
+            failures.join("\n")
+        ))
+    }
+}
+
+const SPECS: &[&str] = &[
+    "ste_sign",
+    "ste_sign(clip_value=none)",
+    "approx_sign",
+    "swish_sign(beta=5.0)",
+    "ste_heaviside(clip_value=0.5)",
+    "magnitude_aware_sign",
+    "ste_tern(threshold_value=0.1)",
+    "ste_tern(ternary_weight_networks=true)",
+    "dorefa(k_bit=2)",
+    "dorefa(k_bit=4, mode=weights)",
+    "noop(precision=32)",
+];
+
+fn elements() -> usize {
+    std::env::var("LOWBIT_TEST_ELEMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((1 << 20) + 3)
+}
+
+/// Values over [-3, 3) with every threshold and the infinities mixed in,
+/// and NaNs when `nan` (not for the reductions: one NaN makes the whole
+/// tensor NaN there, which the reference cases check already).
+fn random<T: Element>(n: usize, seed: u32, nan: bool) -> Vec<T> {
+    const EDGES: [f32; 12] = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        -0.5,
+        0.1,
+        -0.1,
+        2.0,
+        f32::INFINITY,
+        -f32::INFINITY,
+        f32::NAN,
+    ];
+    let edges = if nan { &EDGES[..] } else { &EDGES[..11] };
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let v = if s % 97 == 0 {
+                edges[(s >> 8) as usize % edges.len()]
+            } else {
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 6.0 - 3.0
+            };
+            T::from_f32(v)
+        })
+        .collect()
+}
+
+/// Whether the quantizer reduces over the tensor before its elementwise pass.
+fn reduces(spec: &str) -> bool {
+    spec.starts_with("magnitude_aware_sign")
+        || spec.contains("ternary_weight_networks=true")
+        || spec.contains("weights")
+}
+
+/// Where two results may differ: transcendental functions (swish_sign's
+/// gradient uses each platform's tanh and cosh) and sums in another order.
+fn tolerance(spec: &str, backward: bool) -> f64 {
+    match spec {
+        s if s.starts_with("swish_sign") && backward => 1e-5,
+        s if s.starts_with("magnitude_aware_sign") => 1e-5,
+        _ => 0.0,
+    }
+}
+
+fn agree<T: Element>(b: &Backend, spec: &str, n: usize) -> Result<(), String> {
+    let q: Quantizer = spec.parse().unwrap();
+    let shape = [n / 64, 64];
+    let n = shape[0] * shape[1];
+    let (x, dy) = (random::<T>(n, 1, !reduces(spec)), random::<T>(n, 2, true));
+    let mut got = vec![T::default(); n];
+    let mut want = vec![T::default(); n];
+    for backward in [false, true] {
+        if backward {
+            b.backward(&q, &x, &dy, &shape, &mut got)
+                .map_err(|e| e.to_string())?;
+            q.backward(&x, &dy, &shape, &mut want)
+                .map_err(|e| e.to_string())?;
+        } else {
+            b.forward(&q, &x, &shape, &mut got)
+                .map_err(|e| e.to_string())?;
+            q.forward(&x, &shape, &mut want)
+                .map_err(|e| e.to_string())?;
+        }
+        let tol = tolerance(spec, backward);
+        for i in 0..n {
+            let (g, w) = (got[i].to_f32(), want[i].to_f32());
+            let same = g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan());
+            let close = tol > 0.0
+                && (f64::from(g) - f64::from(w)).abs() <= tol * (1.0 + f64::from(w).abs());
+            // The TWN threshold is a sum in another order: an element within
+            // rounding of it may land on the other side.
+            let twn_edge =
+                spec.contains("ternary_weight_networks=true") && !backward && g.abs() != w.abs();
+            if !(same || close || twn_edge && near_threshold(&x, i)) {
+                let dir = if backward { "backward" } else { "forward" };
+                return Err(format!(
+                    "{spec} {:?} {dir}[{i}] x={:e}: {} gives {g:e}, the CPU {w:e}",
+                    T::DTYPE,
+                    x[i].to_f32(),
+                    b.name()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn near_threshold<T: Element>(x: &[T], i: usize) -> bool {
+    let sum: f64 = x.iter().map(|v| f64::from(v.to_f32().abs())).sum();
+    let t = scalar::twn_threshold(sum, x.len());
+    (x[i].to_f32().abs() - t).abs() <= 1e-5 * t
+}
+
+fn agrees_with_the_cpu_on_random_tensors(b: &Backend) -> Result<(), String> {
+    let n = elements();
+    for spec in SPECS {
+        agree::<f32>(b, spec, n)?;
+        agree::<f16>(b, spec, n)?;
+        agree::<bf16>(b, spec, n)?;
+    }
+    Ok(())
+}
+
+fn same_input_gives_the_same_bits(b: &Backend) -> Result<(), String> {
+    let n = elements();
+    for spec in [
+        "magnitude_aware_sign",
+        "ste_tern(ternary_weight_networks=true)",
+        "dorefa(mode=weights)",
+    ] {
+        let q: Quantizer = spec.parse().unwrap();
+        let x = random::<f32>(n / 64 * 64, 3, false);
+        let shape = [n / 64, 64];
+        let mut first = vec![0f32; x.len()];
+        let mut again = vec![0f32; x.len()];
+        b.forward(&q, &x, &shape, &mut first)
+            .map_err(|e| e.to_string())?;
+        b.forward(&q, &x, &shape, &mut again)
+            .map_err(|e| e.to_string())?;
+        if first
+            .iter()
+            .zip(&again)
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            return Err(format!("{spec}: two runs differ"));
+        }
+    }
+    Ok(())
+}
+
+fn bad_input_is_an_error_and_writes_nothing(b: &Backend) -> Result<(), String> {
+    let q: Quantizer = "ste_sign".parse().unwrap();
+    let mut y = [7.0f32; 3];
+    match b.forward(&q, &[1.0f32; 4], &[4], &mut y) {
+        Err(lowbit::Error::ShapeMismatch { .. }) if y == [7.0; 3] => Ok(()),
+        other => Err(format!(
+            "expected a shape error and an untouched y, got {other:?} and {y:?}"
+        )),
+    }
+}
+
+/// Offsets by one element (unaligned for the 16-byte path), on a stream of
+/// the caller's, through cudarc views.
+#[cfg(lowbit_cuda)]
+fn device_views_offset_by_one(b: &Backend) -> Result<(), String> {
+    let Some(cuda) = b.as_cuda() else {
+        return Ok(());
+    };
+    let err = |e: cudarc::driver::DriverError| format!("{e:?}");
+    let stream = cuda.context().new_stream().map_err(err)?;
+    let n = 10_007;
+    for spec in SPECS {
+        let q: Quantizer = spec.parse().unwrap();
+        let x = random::<f16>(n + 1, 5, !reduces(spec));
+        let dy = random::<f16>(n + 1, 6, true);
+        let xd = stream.clone_htod(&x).map_err(err)?;
+        let dyd = stream.clone_htod(&dy).map_err(err)?;
+        let mut out = stream.alloc_zeros::<f16>(n + 2).map_err(err)?;
+        let mut ws = lowbit::cuda::Workspace::new();
+        let shape = [n];
+        cuda.backward(
+            &q,
+            &stream,
+            &xd.slice(1..),
+            &dyd.slice(1..),
+            &shape,
+            &mut out.slice_mut(2..),
+            &mut ws,
+        )
+        .map_err(|e| e.to_string())?;
+        let got = stream.clone_dtoh(&out).map_err(err)?;
+        let want = q.backward_vec(&x[1..], &dy[1..], &shape).unwrap();
+        for i in 0..n {
+            let (g, w) = (got[i + 2].to_f32(), want[i].to_f32());
+            let close = (g - w).abs() <= tolerance(spec, true) as f32 * (1.0 + w.abs());
+            if !(g.to_bits() == w.to_bits() || g.is_nan() && w.is_nan() || close) {
+                return Err(format!("{spec}: dx[{i}] = {g:e}, the CPU gives {w:e}"));
+            }
+        }
+        if got[..2].iter().any(|v| v.to_f32() != 0.0) {
+            return Err(format!("{spec}: wrote before the output view"));
+        }
+    }
+    Ok(())
+}
+
+type Body = fn(&Backend) -> Result<(), String>;
+
+fn main() {
+    let mut tests: Vec<(&str, Body, bool)> = vec![
+        ("larq_reference", larq_reference, false),
+        (
+            "agrees_with_the_cpu_on_random_tensors",
+            agrees_with_the_cpu_on_random_tensors,
+            false,
+        ),
+        (
+            "same_input_gives_the_same_bits",
+            same_input_gives_the_same_bits,
+            false,
+        ),
+        (
+            "bad_input_is_an_error_and_writes_nothing",
+            bad_input_is_an_error_and_writes_nothing,
+            false,
+        ),
+    ];
+    #[cfg(lowbit_cuda)]
+    tests.push((
+        "device_views_offset_by_one",
+        device_views_offset_by_one,
+        true,
+    ));
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    tests.retain(|(name, _, _)| {
+        filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()))
+    });
+
+    let cpu = Backend::new(Device::Cpu).expect("the CPU backend always exists");
+    let cuda = Backend::new(Device::Cuda);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for (name, body, cuda_only) in &tests {
+        let mut run = |label: &str, b: Result<&Backend, String>| match b {
+            Err(why) => {
+                println!("test {name} [{label}] ... skipped: {why}");
+                skipped += 1;
+            }
+            Ok(b) => match body(b) {
+                Ok(()) => {
+                    println!("test {name} [{label}] ... ok");
+                    passed += 1;
+                }
+                Err(e) => {
+                    println!("test {name} [{label}] ... FAILED\n{e}");
+                    failed += 1;
+                }
+            },
+        };
+        if !cuda_only {
+            run("cpu", Ok(&cpu));
+        }
+        run("cuda", cuda.as_ref().map_err(|e| e.to_string()));
+    }
+    println!("\n{passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
