@@ -99,10 +99,12 @@ impl Element for f32 {
         v
     }
 
+    #[inline(always)]
     fn read<'a>(src: &'a [Self], _buf: &'a mut [f32]) -> &'a [f32] {
         src
     }
 
+    #[inline(always)]
     fn write(dst: &mut [Self], _buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
         fill(dst)
     }
@@ -121,12 +123,16 @@ macro_rules! half_element {
                 <$t>::from_f32(v)
             }
 
+            // Inlined so that `fill`, the quantizer's loop, is compiled into
+            // the caller's AVX2 context (see `cpu::simd`).
+            #[inline(always)]
             fn read<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
                 let buf = &mut buf[..src.len()];
                 $widen(src, buf);
                 buf
             }
 
+            #[inline(always)]
             fn write(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
                 let buf = &mut buf[..dst.len()];
                 fill(buf);

@@ -236,3 +236,30 @@ fn empty_tensors_work_for_every_quantizer() {
         }
     }
 }
+
+#[test]
+fn devices_parse_and_unknown_ones_are_errors() {
+    use lowbit::Device;
+    assert_eq!("auto".parse::<Device>().unwrap(), Device::Auto);
+    assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+    assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda);
+    assert_eq!(
+        "gpu".parse::<Device>().unwrap_err(),
+        Error::UnknownDevice("gpu".into())
+    );
+}
+
+#[test]
+fn asking_for_cuda_where_it_cannot_run_says_why_and_auto_falls_back() {
+    use lowbit::{Backend, Device};
+    match Backend::new(Device::Cuda) {
+        Ok(b) => assert_eq!(b.name(), "cuda"),
+        Err(Error::CudaUnavailable(why)) => {
+            assert!(!why.is_empty());
+            let auto = Backend::new(Device::Auto).unwrap();
+            assert_eq!(auto.name(), "cpu");
+            assert!(auto.reason().contains(&why), "{} vs {why}", auto.reason());
+        }
+        Err(e) => panic!("unexpected {e:?}"),
+    }
+}
