@@ -28,6 +28,7 @@ pub mod scalar;
 
 mod api;
 mod backend;
+pub mod capi;
 mod cpu;
 #[cfg(lowbit_cuda)]
 pub mod cuda;

@@ -1,0 +1,78 @@
+/*
+ * lowbit.h: the C ABI of lowbit, larq's quantizers for C and C++ training
+ * stacks (PyTorch extensions and others). Link liblowbit.so or liblowbit.a.
+ *
+ * Every function returns LOWBIT_OK (0) or an error status; the message of
+ * the last failure on the calling thread is lowbit_last_error(). No function
+ * aborts on bad input: null pointers, sizes that do not match the shape and
+ * bad SPECs are errors, and nothing is written then.
+ *
+ *   lowbit_quantizer *q;
+ *   if (lowbit_quantizer_new("ste_tern(threshold_value=0.2)", &q) != LOWBIT_OK)
+ *       fprintf(stderr, "%s\n", lowbit_last_error());
+ *   size_t shape[2] = {rows, channels};
+ *   lowbit_forward(q, LOWBIT_F32, x, y, shape, 2);          // host memory
+ *   lowbit_backward_device(q, LOWBIT_F16, x, dy, dx, shape, 2, stream);  // GPU
+ *   lowbit_quantizer_free(q);
+ *
+ * CI checks that this header declares exactly the functions the library
+ * exports (scripts/check-header.sh).
+ */
+#ifndef LOWBIT_CAPI_H
+#define LOWBIT_CAPI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum lowbit_status {
+    LOWBIT_OK = 0,
+    LOWBIT_ERR_NULL = 1,             /* a required pointer is null */
+    LOWBIT_ERR_SPEC = 2,             /* the SPEC does not parse, or a bad parameter */
+    LOWBIT_ERR_SHAPE = 3,            /* sizes do not fit the shape, or an unknown dtype */
+    LOWBIT_ERR_CUDA_UNAVAILABLE = 4, /* no usable GPU or driver; the message says why */
+    LOWBIT_ERR_CUDA = 5,             /* a CUDA driver call failed */
+    LOWBIT_ERR_INTERNAL = 6          /* a bug in lowbit */
+} lowbit_status;
+
+/* Element types; f16 and bf16 are passed as their 16-bit patterns. */
+typedef enum lowbit_dtype { LOWBIT_F32 = 0, LOWBIT_F16 = 1, LOWBIT_BF16 = 2 } lowbit_dtype;
+
+typedef struct lowbit_quantizer lowbit_quantizer;
+
+/* The message of the last failed call on this thread ("" if none); valid
+ * until the next lowbit call on this thread. */
+const char *lowbit_last_error(void);
+
+/* Parses larq's spelling, e.g. "ste_sign(clip_value=none)", into *out. */
+lowbit_status lowbit_quantizer_new(const char *spec, lowbit_quantizer **out);
+/* Frees a handle; NULL is ignored. */
+void lowbit_quantizer_free(lowbit_quantizer *q);
+/* Writes the SPEC with every parameter into buf (at most len bytes, NUL included). */
+lowbit_status lowbit_quantizer_spec(const lowbit_quantizer *q, char *buf, size_t len);
+
+/* y = q(x) on host memory. x and y hold prod(shape) elements of dtype,
+ * row-major; the last axis is the channel axis (magnitude_aware_sign). */
+lowbit_status lowbit_forward(const lowbit_quantizer *q, uint32_t dtype, const void *x, void *y,
+                             const size_t *shape, size_t ndim);
+/* dx = dq/dx * dy on host memory. */
+lowbit_status lowbit_backward(const lowbit_quantizer *q, uint32_t dtype, const void *x,
+                              const void *dy, void *dx, const size_t *shape, size_t ndim);
+
+/* The same on device memory (CUdeviceptr values as pointers), enqueued on
+ * `stream` (a CUstream; NULL is the legacy default stream) without waiting.
+ * The first call opens device 0; reduction scratch is kept per stream. */
+lowbit_status lowbit_forward_device(const lowbit_quantizer *q, uint32_t dtype, const void *x,
+                                    void *y, const size_t *shape, size_t ndim, void *stream);
+lowbit_status lowbit_backward_device(const lowbit_quantizer *q, uint32_t dtype, const void *x,
+                                     const void *dy, void *dx, const size_t *shape, size_t ndim,
+                                     void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOWBIT_CAPI_H */

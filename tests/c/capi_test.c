@@ -1,0 +1,140 @@
+/* Links lowbit through its C ABI, runs each quantizer on host memory and
+ * checks the results against values computed here, then the error paths.
+ * Built and run by tests/capi.rs. Prints "N passed, N failed". */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lowbit.h"
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                  \
+    do {                                                  \
+        if (cond) {                                       \
+            passed++;                                     \
+        } else {                                          \
+            failed++;                                     \
+            printf("FAILED %s:%d: ", __FILE__, __LINE__); \
+            printf(__VA_ARGS__);                          \
+            printf("\n");                                 \
+        }                                                 \
+    } while (0)
+
+static lowbit_quantizer *make(const char *spec) {
+    lowbit_quantizer *q = NULL;
+    lowbit_status s = lowbit_quantizer_new(spec, &q);
+    CHECK(s == LOWBIT_OK && q != NULL, "new(%s): %s", spec, lowbit_last_error());
+    return q;
+}
+
+/* Runs forward and backward of `spec` on x (dy = 1) and compares with the
+ * expectations given by the caller's functions. */
+typedef float (*fn1)(float x);
+typedef float (*fn2)(float x, float dy);
+
+static float sign_(float x) { return x < 0 ? -1.0f : 1.0f; }
+static float ste_(float x, float dy) { return fabsf(x) <= 1.0f ? dy : 0.0f; }
+static float heaviside_(float x) { return x > 0 ? 1.0f : 0.0f; }
+static float approx_(float x, float dy) { return fabsf(x) <= 1.0f ? (1.0f - fabsf(x)) * 2.0f * dy : 0.0f; }
+static float tern_(float x) { return x >= 0.1f ? 1.0f : x <= -0.1f ? -1.0f : 0.0f; }
+static float dorefa_(float x) {
+    float c = x <= 0 ? 0.0f : x >= 1 ? 1.0f : x;
+    return rintf(c * 3.0f) / 3.0f;
+}
+static float dorefa_grad_(float x, float dy) { return x >= 0 && x <= 1 ? dy : 0.0f; }
+static float ident_(float x) { return x; }
+static float pass_(float x, float dy) { (void)x; return dy; }
+
+static void elementwise(const char *spec, fn1 fwd, fn2 bwd) {
+    float x[] = {-2.0f, -1.0f, -0.6f, -0.1f, -0.05f, -0.0f, 0.0f, 0.05f, 0.1f, 0.4f, 0.5f, 0.6f, 1.0f, 1.5f};
+    enum { N = sizeof x / sizeof x[0] };
+    float dy[N], y[N], dx[N];
+    for (int i = 0; i < N; i++) dy[i] = 1.0f;
+    size_t shape[1] = {N};
+    lowbit_quantizer *q = make(spec);
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, shape, 1) == LOWBIT_OK, "%s forward: %s", spec, lowbit_last_error());
+    CHECK(lowbit_backward(q, LOWBIT_F32, x, dy, dx, shape, 1) == LOWBIT_OK, "%s backward", spec);
+    for (int i = 0; i < N; i++) {
+        CHECK(y[i] == fwd(x[i]), "%s y(%g) = %g, want %g", spec, x[i], y[i], fwd(x[i]));
+        CHECK(dx[i] == bwd(x[i], dy[i]), "%s dx(%g) = %g, want %g", spec, x[i], dx[i], bwd(x[i], dy[i]));
+    }
+    lowbit_quantizer_free(q);
+}
+
+static void magnitude_aware(void) {
+    /* Two rows of two channels: scales are mean|x| per channel. */
+    float x[] = {0.5f, -2.0f, -1.5f, 1.0f}, y[4];
+    size_t shape[2] = {2, 2};
+    lowbit_quantizer *q = make("magnitude_aware_sign");
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, shape, 2) == LOWBIT_OK, "mas: %s", lowbit_last_error());
+    float want[] = {1.0f, -1.5f, -1.0f, 1.5f};
+    for (int i = 0; i < 4; i++) CHECK(y[i] == want[i], "mas y[%d] = %g, want %g", i, y[i], want[i]);
+    lowbit_quantizer_free(q);
+}
+
+static void half_types(void) {
+    /* f16 bit patterns: -1.5, 0.0, 0.25, 2.0; bf16: -1.5, 0.0, 0.25, 2.0 */
+    uint16_t xh[] = {0xBE00, 0x0000, 0x3400, 0x4000}, yh[4];
+    uint16_t xb[] = {0xBFC0, 0x0000, 0x3E80, 0x4000}, yb[4];
+    size_t shape[1] = {4};
+    lowbit_quantizer *q = make("ste_sign");
+    CHECK(lowbit_forward(q, LOWBIT_F16, xh, yh, shape, 1) == LOWBIT_OK, "f16");
+    CHECK(yh[0] == 0xBC00 && yh[1] == 0x3C00 && yh[2] == 0x3C00 && yh[3] == 0x3C00, "f16 signs %04x %04x", yh[0], yh[1]);
+    CHECK(lowbit_forward(q, LOWBIT_BF16, xb, yb, shape, 1) == LOWBIT_OK, "bf16");
+    CHECK(yb[0] == 0xBF80 && yb[1] == 0x3F80 && yb[2] == 0x3F80 && yb[3] == 0x3F80, "bf16 signs %04x", yb[0]);
+    lowbit_quantizer_free(q);
+}
+
+static void spec_round_trip(void) {
+    lowbit_quantizer *q = make("ste_tern(threshold_value=0.2, clip_value=none)");
+    char buf[128];
+    CHECK(lowbit_quantizer_spec(q, buf, sizeof buf) == LOWBIT_OK, "spec");
+    CHECK(strcmp(buf, "ste_tern(threshold_value=0.2, ternary_weight_networks=false, clip_value=none)") == 0, "spec = %s", buf);
+    CHECK(lowbit_quantizer_spec(q, buf, 5) == LOWBIT_ERR_SHAPE, "a short buffer is an error");
+    lowbit_quantizer_free(q);
+}
+
+static void errors(void) {
+    lowbit_quantizer *q = NULL;
+    CHECK(lowbit_quantizer_new("ste_sgn", &q) == LOWBIT_ERR_SPEC && q == NULL, "unknown name");
+    CHECK(strstr(lowbit_last_error(), "ste_sgn") != NULL, "message names it: %s", lowbit_last_error());
+    CHECK(lowbit_quantizer_new("ste_sign(clip_value=-1)", &q) == LOWBIT_ERR_SPEC, "negative clip");
+    CHECK(strstr(lowbit_last_error(), "clip_value") != NULL, "message: %s", lowbit_last_error());
+    CHECK(lowbit_quantizer_new(NULL, &q) == LOWBIT_ERR_NULL, "null spec");
+    CHECK(lowbit_quantizer_new("ste_sign", NULL) == LOWBIT_ERR_NULL, "null out");
+
+    q = make("ste_sign");
+    float x[3] = {1, 2, 3}, y[3] = {7, 7, 7};
+    size_t shape[1] = {3};
+    CHECK(lowbit_forward(NULL, LOWBIT_F32, x, y, shape, 1) == LOWBIT_ERR_NULL, "null handle");
+    CHECK(lowbit_forward(q, LOWBIT_F32, NULL, y, shape, 1) == LOWBIT_ERR_NULL, "null x");
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, NULL, shape, 1) == LOWBIT_ERR_NULL, "null y");
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, NULL, 1) == LOWBIT_ERR_NULL, "null shape");
+    CHECK(lowbit_forward(q, 9, x, y, shape, 1) == LOWBIT_ERR_SHAPE, "unknown dtype");
+    CHECK(lowbit_backward(q, LOWBIT_F32, x, NULL, y, shape, 1) == LOWBIT_ERR_NULL, "null dy");
+    size_t huge[2] = {(size_t)-1, 2};
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, huge, 2) == LOWBIT_ERR_SHAPE, "overflowing shape");
+    CHECK(y[0] == 7 && y[1] == 7 && y[2] == 7, "nothing written on error");
+    size_t empty[1] = {0};
+    CHECK(lowbit_forward(q, LOWBIT_F32, NULL, NULL, empty, 1) == LOWBIT_OK, "empty tensor: %s", lowbit_last_error());
+    /* The device path checks its pointers before touching a GPU. */
+    CHECK(lowbit_forward_device(q, LOWBIT_F32, NULL, y, shape, 1, NULL) == LOWBIT_ERR_NULL, "null device x");
+    lowbit_quantizer_free(q);
+    lowbit_quantizer_free(NULL);
+}
+
+int main(void) {
+    elementwise("ste_sign", sign_, ste_);
+    elementwise("approx_sign", sign_, approx_);
+    elementwise("ste_heaviside", heaviside_, ste_);
+    elementwise("ste_tern(threshold_value=0.1)", tern_, ste_);
+    elementwise("dorefa(k_bit=2)", dorefa_, dorefa_grad_);
+    elementwise("noop(precision=8)", ident_, pass_);
+    magnitude_aware();
+    half_types();
+    spec_round_trip();
+    errors();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
