@@ -1,0 +1,114 @@
+/*
+ * lowbit.h: everything that crosses the Rust/CUDA boundary.
+ *
+ * Plain C (stdint only) so that bindgen/libclang reads the same file nvcc
+ * compiles: the Rust structs are generated from here and cannot drift.
+ * Function-like macros are for the C side and documentation; bindgen skips
+ * them, so the Rust host re-derives those formulas (each is one line).
+ *
+ * Launch contract (all kernels are extern "C", in elementwise.ptx / reduce.ptx):
+ *
+ * Elementwise, `<q>_fwd_<dt>(LowbitElementwise p, const T *x, T *y)` and
+ * `<q>_bwd_<dt>(LowbitElementwise p, const T *x, const T *dy, T *dx)`:
+ *   block = LOWBIT_THREADS (the kernels are compiled for at most that many);
+ *   grid  = any >= 1 (grid-stride loops); the natural size is
+ *           ceil(len / (LOWBIT_THREADS * LOWBIT_VECTOR_BYTES / sizeof(T))).
+ *   Skip the launch when len == 0 (a grid of 0 blocks is a launch error).
+ *   Pointers need only element alignment; buffers may be offset differently.
+ *   y may alias x (and dx may alias x or dy): each element is read before
+ *   it is written, by the same thread.
+ *
+ * Reductions (x is const T *; partials, out and scales are caller-allocated
+ * device memory, apart from x; len == 0 is allowed and gives 0):
+ *   sum_abs_partial_<dt>(p, x, double partials[LOWBIT_REDUCE_BLOCKS])
+ *   max_abs_tanh_partial_<dt>(p, x, float partials[LOWBIT_REDUCE_BLOCKS])
+ *   channel_sum_abs_partial_<dt>(p, x, double partials[LOWBIT_CHANNEL_SCRATCH(rows, channels)])
+ *       grid = LOWBIT_REDUCE_BLOCKS, block = LOWBIT_REDUCE_THREADS, exactly
+ *       (any other shape traps: the summation order is tied to it).
+ *   twn_threshold_finalize_<dt>(p, const double *partials, float out[1])
+ *   max_abs_tanh_finalize(p, const float *partials, float out[1])
+ *       grid = 1, block = LOWBIT_REDUCE_THREADS, exactly.
+ *   channel_mean_finalize(p, const double *partials, float scales[channels])
+ *       grid = any >= 1 (LOWBIT_REDUCE_BLOCKS is fine), block = LOWBIT_REDUCE_THREADS.
+ *   Each finalize writes what the elementwise kernels read through
+ *   LowbitElementwise.reduced, so the host can pass `out` / `scales` on as is.
+ *   The fixed shapes make every result a function of the input alone, the
+ *   same bits on every device and every run.
+ */
+#ifndef LOWBIT_H
+#define LOWBIT_H
+
+#include <stdint.h>
+
+/* Block size of the elementwise kernels (also their __launch_bounds__). */
+#define LOWBIT_THREADS 256
+/* Bytes each elementwise thread moves per access (4 f32 or 8 f16/bf16); the
+ * host divides by sizeof(T) to size the grid. */
+#define LOWBIT_VECTOR_BYTES 16
+
+/* Fixed grid of every reduction: results do not depend on the device. */
+#define LOWBIT_REDUCE_BLOCKS 256
+#define LOWBIT_REDUCE_THREADS 256
+
+/*
+ * Per-channel sums are split into `groups` interleaved row groups (group g
+ * holds rows g, g + groups, ...), enough that groups * channels items keep the
+ * whole fixed grid busy, and never more groups than rows:
+ *     groups = channels == 0 ? 0 : min(rows, ceil(65536 / channels))
+ * where 65536 = LOWBIT_REDUCE_BLOCKS * LOWBIT_REDUCE_THREADS. Scratch holds
+ * one double per (group, channel), group-major: groups * channels doubles,
+ * never more than 65536 + channels - 1 (and never more than rows * channels).
+ */
+/* Groups that fill the grid: ceil(65536 / channels). */
+#define LOWBIT_CHANNEL_FILL_(channels) \
+    (((uint64_t)LOWBIT_REDUCE_BLOCKS * LOWBIT_REDUCE_THREADS + (channels) - 1) / (channels))
+#define LOWBIT_CHANNEL_GROUPS(rows, channels)                                   \
+    ((channels) == 0                                 ? (uint64_t)0              \
+     : (uint64_t)(rows) < LOWBIT_CHANNEL_FILL_(channels) ? (uint64_t)(rows)     \
+                                                     : LOWBIT_CHANNEL_FILL_(channels))
+#define LOWBIT_CHANNEL_SCRATCH(rows, channels) \
+    (LOWBIT_CHANNEL_GROUPS(rows, channels) * (uint64_t)(channels))
+
+/* Parameters of one elementwise launch, passed by value. Fields a quantizer
+ * does not use are ignored (set them to 0 / NULL). */
+typedef struct LowbitElementwise {
+    /* Elements in x, y, dy, dx (all the same length). */
+    uint64_t len;
+    /* Last-axis size: magnitude_aware_sign's scale of element i is
+     * reduced[i % channels], so it must be >= 1 there. */
+    uint64_t channels;
+    /* 0 means clip_value=None: the straight-through gradient passes
+     * everywhere, even at NaN and +-inf; a flag because no float value of
+     * `clip` can say "no clip" without a special case. */
+    uint32_t has_clip;
+    /* clip_value, already rounded to the element type by the host, as larq
+     * casts it to the tensor's dtype. */
+    float clip;
+    /* swish_sign's beta. */
+    float beta;
+    /* ste_tern's fixed threshold (used when reduced is NULL), already
+     * rounded to the element type by the host. */
+    float threshold;
+    /* DoReFa's n = 2^k - 1, computed once on the host (exact for k <= 24). */
+    float levels;
+    /* Device pointer to a reduction's output, NULL when unused:
+     * ste_tern with TWN: the threshold (1 float, from twn_threshold_finalize);
+     * dorefa_weights: max|tanh x| (1 float, from max_abs_tanh_finalize);
+     * magnitude_aware_sign: the per-channel scales (`channels` floats, from
+     * channel_mean_finalize). A pointer rather than a value so the reduction
+     * result never round-trips through the host. */
+    const float *reduced;
+} LowbitElementwise;
+
+/* Parameters of the reduction kernels, passed by value. */
+typedef struct LowbitReduce {
+    /* Elements in x; for the channel kernels len = rows * channels. */
+    uint64_t len;
+    /* Last-axis size (channel kernels only). */
+    uint64_t channels;
+    /* len / channels: the count each channel's mean divides by (channel
+     * kernels only). */
+    uint64_t rows;
+} LowbitReduce;
+
+#endif /* LOWBIT_H */

@@ -1,0 +1,173 @@
+// quantize.cuh: the per-element formulas of src/scalar.rs, ported line by line.
+//
+// src/scalar.rs is the definition; this file must follow it in operation
+// order and constants, digit for digit, so that f32 results match the CPU bit
+// for bit. That also needs -fmad=false (no a*b+c contraction into fma, which
+// rounds once instead of twice), round-to-nearest division (nvcc's default
+// -prec-div=true) and no flush-to-zero (default -ftz=false).
+//
+// Comparisons are written as in Rust because NaN falls through them the
+// same way; fminf/fmaxf would drop NaN where scalar.rs keeps it.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#define LOWBIT_FN __device__ __forceinline__
+
+// Rust's f32::clamp (tanh's): NaN and -0 pass through.
+LOWBIT_FN float lowbit_clamp(float x, float lo, float hi) {
+    if (x < lo) x = lo;
+    if (x > hi) x = hi;
+    return x;
+}
+
+// larq's binarizing sign: sign(-0) = +1, NaN stays NaN.
+LOWBIT_FN float lowbit_sign(float x) {
+    if (x < 0.0f) return -1.0f;
+    if (isnan(x)) return x;
+    return 1.0f;
+}
+
+// tf.sign: +-0 and NaN pass through (only the ternarizer uses it).
+LOWBIT_FN float lowbit_tf_sign(float x) {
+    if (x > 0.0f) return 1.0f;
+    if (x < 0.0f) return -1.0f;
+    return x;
+}
+
+// Straight-through estimator; outside the window +0 (a select, not a
+// multiply), and NaN / +-inf are outside every window.
+LOWBIT_FN float lowbit_ste_grad(float x, float dy, uint32_t has_clip, float clip) {
+    if (!has_clip) return dy;
+    return fabsf(x) <= clip ? dy : 0.0f;
+}
+
+LOWBIT_FN float lowbit_heaviside(float x) {
+    if (x > 0.0f) return 1.0f;
+    if (isnan(x)) return x;
+    return 0.0f;
+}
+
+// (1 - |x|) * 2 * dy, left to right as larq evaluates it.
+LOWBIT_FN float lowbit_approx_sign_grad(float x, float dy) {
+    float a = fabsf(x);
+    return a <= 1.0f ? (1.0f - a) * 2.0f * dy : 0.0f;
+}
+
+// Not bit-equal to the CPU (tanhf/coshf are CUDA's, not the host libm's).
+// At an infinite beta*x the formula is inf/inf; its limit is 0.
+LOWBIT_FN float lowbit_swish_sign_grad(float x, float dy, float beta) {
+    float bx = beta * x;
+    if (isinf(bx)) return 0.0f;
+    return dy * beta * (2.0f - bx * tanhf(bx * 0.5f)) / (1.0f + coshf(bx));
+}
+
+// sign(sign(x + t) + sign(x - t)) with tf.sign: x = +-t maps to +-1.
+LOWBIT_FN float lowbit_ternarize(float x, float threshold) {
+    return lowbit_tf_sign(lowbit_tf_sign(x + threshold) + lowbit_tf_sign(x - threshold));
+}
+
+// 0.7 * mean|x|, in double as the CPU computes it: (0.7 * sum) / count.
+LOWBIT_FN float lowbit_twn_threshold(double sum_abs, uint64_t count) {
+    if (count == 0) return 0.0f;
+    return (float)(0.7 * sum_abs / (double)count);
+}
+
+LOWBIT_FN float lowbit_magnitude_aware_sign(float x, float scale) {
+    return scale * lowbit_sign(x);
+}
+
+// The scale is a constant for the gradient.
+LOWBIT_FN float lowbit_magnitude_aware_sign_grad(float x, float dy, float scale,
+                                                 uint32_t has_clip, float clip) {
+    return lowbit_ste_grad(x, scale * dy, has_clip, clip);
+}
+
+LOWBIT_FN float lowbit_mean_abs(double sum_abs, uint64_t count) {
+    if (count == 0) return 0.0f;
+    return (float)(sum_abs / (double)count);
+}
+
+// Round to nearest, ties to even, of a non-negative v (scalar.rs's
+// round_half_even): adding 2^23 leaves no fraction bits and rounds to nearest
+// even; from 2^23 on every float is an integer. Equal to rintf(v) for v >= 0,
+// kept literal so the two files read the same.
+LOWBIT_FN float lowbit_round_half_even(float v) {
+    const float two_23 = 8388608.0f;
+    return v < two_23 ? (v + two_23) - two_23 : v;
+}
+
+// round_half_even(clip(x, 0, 1) * n) / n. The clip is written out: like
+// tf.clip_by_value it maps -0 to +0; NaN fails both tests and passes through.
+LOWBIT_FN float lowbit_dorefa_quantize(float x, float n) {
+    float clipped = x <= 0.0f ? 0.0f : x;
+    clipped = clipped >= 1.0f ? 1.0f : clipped;
+    return lowbit_round_half_even(clipped * n) / n;
+}
+
+LOWBIT_FN float lowbit_dorefa_activations_grad(float x, float dy) {
+    return (x >= 0.0f && x <= 1.0f) ? dy : 0.0f;
+}
+
+// Eigen's rational tanh, as TensorFlow's CPU kernels compute it in f32. The
+// DoReFa weight gradient multiplies by 1 - tanh^2, which magnifies a one-ulp
+// tanh difference to 1e-4 relative, so the correctly rounded tanhf won't do.
+LOWBIT_FN float lowbit_tanh(float x) {
+    const float clamp = 7.90738964080810547f;
+    const float a0 = 1.394553628e-8f, a1 = 2.102733560e-5f, a2 = 3.520756727e-3f,
+                a3 = 1.340216100e-1f;
+    const float b0 = 8.015776984e-7f, b1 = 3.326951409e-4f, b2 = 2.597254514e-2f,
+                b3 = 4.673548340e-1f, b4 = 1.0f;
+    // Past the clamp the approximation is exactly +-1; NaN passes through.
+    x = lowbit_clamp(x, -clamp, clamp);
+    float x2 = x * x;
+    float x3 = x2 * x;
+    float p = a0;
+    p = x2 * p + a1;
+    p = x2 * p + a2;
+    p = x2 * p + a3;
+    float q = b0;
+    q = x2 * q + b1;
+    q = x2 * q + b2;
+    q = x2 * q + b3;
+    q = x2 * q + b4;
+    return (x3 * p + x) / q;
+}
+
+// 2 * quantize(tanh x / (2 max|tanh|) + 0.5) - 1, with 0/0 -> 0
+// (TensorFlow's divide_no_nan).
+LOWBIT_FN float lowbit_dorefa_weights(float x, float max_abs_tanh, float n) {
+    float t = lowbit_tanh(x);
+    float denom = 2.0f * max_abs_tanh;
+    float v = (denom == 0.0f ? 0.0f : t / denom) + 0.5f;
+    return 2.0f * lowbit_dorefa_quantize(v, n) - 1.0f;
+}
+
+// In TensorFlow's order: dy * 2 / (2 max), then TanhGrad's * (1 - t^2).
+LOWBIT_FN float lowbit_dorefa_weights_grad(float x, float dy, float max_abs_tanh) {
+    float denom = 2.0f * max_abs_tanh;
+    if (denom == 0.0f) return 0.0f;
+    float t = lowbit_tanh(x);
+    return (dy * 2.0f / denom) * (1.0f - t * t);
+}
+
+// max where a NaN wins (one NaN weight makes the whole tensor NaN, as
+// tf.reduce_max does); fmaxf would drop it.
+LOWBIT_FN float lowbit_nan_max(float a, float b) {
+    return (a > b || isnan(a)) ? a : b;
+}
+
+// Element types: widened to f32 once on load, rounded to nearest even once on
+// store, as the CPU's half crate does.
+LOWBIT_FN float lowbit_to_float(float v) { return v; }
+LOWBIT_FN float lowbit_to_float(__half v) { return __half2float(v); }
+LOWBIT_FN float lowbit_to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> LOWBIT_FN T lowbit_from_float(float v);
+template <> LOWBIT_FN float lowbit_from_float<float>(float v) { return v; }
+template <> LOWBIT_FN __half lowbit_from_float<__half>(float v) { return __float2half_rn(v); }
+template <> LOWBIT_FN __nv_bfloat16 lowbit_from_float<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
