@@ -22,14 +22,14 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["executable"])')
-cargo build --release --example gpu_bench
+cargo build --release --bin lowbit
 
 rm -rf .gpu && mkdir -p .gpu
 for exe in $exes; do
     # strip cargo's hash suffix: backends-0123abcd -> backends
     cp "$exe" ".gpu/$(basename "$exe" | sed 's/-[0-9a-f]*$//')"
 done
-cp target/release/examples/gpu_bench scripts/torch_peer.py .gpu/
+cp target/release/lowbit scripts/torch_peer.py .gpu/
 
 cat > .gpu/run.sh <<'RUN'
 #!/usr/bin/env bash
@@ -42,21 +42,25 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 ./golden 2>&1 | tee "$out/golden.txt" | tail -3 || status=1
 ./backends 2>&1 | tee "$out/backends.txt" | grep -E '^(test|[0-9]+ passed)' || status=1
 LOWBIT_TEST_ELEMENTS=268435456 ./backends agrees 2>&1 | tee "$out/backends-2e28.txt" | grep -E '^(test|[0-9]+ passed)' || status=1
-./gpu_bench > "$out/gpu_bench.tsv" 2> "$out/gpu_bench.err" || status=1
+./lowbit info 2>&1 | tee "$out/info.txt"
+./lowbit bench --device cuda --size 268435456 --json > "$out/bench.json" 2> "$out/bench.err" || status=1
 python3 torch_peer.py > "$out/torch.tsv" 2> "$out/torch.err" || echo "torch peer failed (see torch.err)"
 python3 - "$out" <<'PY'
-import sys, csv
+import sys, csv, json
 out = sys.argv[1]
-def rows(name):
-    try:
-        return list(csv.reader(open(f"{out}/{name}"), delimiter="\t"))[1:]
-    except OSError:
-        return []
-torch = {(r[0], r[1], r[2]): float(r[4]) for r in rows("torch.tsv")}
-print(f"{'quantizer':40} {'dtype':5} {'dir':4} {'GB/s':>7} {'of copy':>7} {'torch GB/s':>10}")
-for r in rows("gpu_bench.tsv"):
-    t = torch.get((r[0], r[1], r[2]))
-    print(f"{r[0]:40} {r[1]:5} {r[2]:4} {float(r[4]):7.1f} {float(r[5]):7.3f} {t if t is not None else '-':>10}")
+try:
+    torch_rows = list(csv.reader(open(f"{out}/torch.tsv"), delimiter="\t"))[1:]
+except OSError:
+    torch_rows = []
+torch = {(r[0], r[1], r[2]): float(r[4]) for r in torch_rows}
+names = {"forward": "fwd", "backward": "bwd"}
+bench = json.load(open(f"{out}/bench.json"))
+print(f"{bench['elements']} elements, {bench['reason']}")
+print(f"{'quantizer':60} {'dtype':5} {'dir':4} {'GB/s':>7} {'of copy':>7} {'torch GB/s':>10}")
+for r in bench["results"]:
+    key = (r["quantizer"], r["dtype"], names[r["direction"]])
+    t = f"{torch[key]:10.1f}" if key in torch else f"{'-':>10}"
+    print(f"{r['quantizer']:60} {r['dtype']:5} {names[r['direction']]:4} {r['gb_per_s']:7.1f} {r['ratio_to_copy']:7.3f} {t}")
 PY
 exit $status
 RUN

@@ -22,17 +22,27 @@ def mas_scale(x):
     return x.view(-1, 64).abs().float().mean(0).to(x.dtype)
 
 
+def twn(x):
+    t = 0.7 * x.abs().float().mean()
+    return torch.sign(torch.sign(x + t) + torch.sign(x - t))
+
+
+# Keyed by lowbit's own spelling of each quantizer (`lowbit bench` prints it).
 OPS = {
-    "ste_sign": (sign, ste),
+    "ste_sign(clip_value=1.0)": (sign, ste),
     "approx_sign": (sign, lambda x, dy: torch.where(x.abs() <= 1, (1 - x.abs()) * 2 * dy, torch.zeros_like(dy))),
-    "swish_sign": (sign, lambda x, dy: dy * 5.0 * (2 - 5.0 * x * torch.tanh(2.5 * x)) / (1 + torch.cosh(5.0 * x))),
-    "ste_heaviside": (lambda x: (x > 0).to(x.dtype), ste),
-    "magnitude_aware_sign": (
+    "swish_sign(beta=5.0)": (sign, lambda x, dy: dy * 5.0 * (2 - 5.0 * x * torch.tanh(2.5 * x)) / (1 + torch.cosh(5.0 * x))),
+    "ste_heaviside(clip_value=1.0)": (lambda x: (x > 0).to(x.dtype), ste),
+    "magnitude_aware_sign(clip_value=1.0)": (
         lambda x: (mas_scale(x) * sign(x).view(-1, 64)).view(-1),
         lambda x, dy: (mas_scale(x) * ste(x, dy).view(-1, 64)).view(-1),
     ),
-    "ste_tern": (lambda x: torch.sign(torch.sign(x + 0.1) + torch.sign(x - 0.1)), ste),
-    "dorefa(k_bit=2)": (
+    "ste_tern(threshold_value=0.1, ternary_weight_networks=false, clip_value=1.0)": (
+        lambda x: torch.sign(torch.sign(x + 0.1) + torch.sign(x - 0.1)),
+        ste,
+    ),
+    "ste_tern(threshold_value=0.1, ternary_weight_networks=true, clip_value=1.0)": (twn, ste),
+    "dorefa(k_bit=2, mode=activations)": (
         lambda x: torch.round(x.clamp(0, 1) * 3) / 3,
         lambda x, dy: torch.where((x >= 0) & (x <= 1), dy, torch.zeros_like(dy)),
     ),
@@ -40,6 +50,7 @@ OPS = {
         lambda x: 2 * (torch.round((torch.tanh(x) / (2 * torch.tanh(x).abs().max()) + 0.5) * 3) / 3) - 1,
         lambda x, dy: dy * (1 - torch.tanh(x) ** 2) / torch.tanh(x).abs().max(),
     ),
+    "noop(precision=32)": (lambda x: x.clone(), lambda x, dy: dy.clone()),
 }
 
 

@@ -100,7 +100,7 @@ fn random<T: Element>(n: usize, seed: u32, nan: bool) -> Vec<T> {
             s ^= s << 13;
             s ^= s >> 17;
             s ^= s << 5;
-            let v = if s % 97 == 0 {
+            let v = if s.is_multiple_of(97) {
                 edges[(s >> 8) as usize % edges.len()]
             } else {
                 (s >> 8) as f32 / (1u32 << 24) as f32 * 6.0 - 3.0

@@ -217,6 +217,7 @@ impl Cuda {
     /// `x` and `y` must be device pointers of this context to `shape`'s
     /// element count of `dtype`, valid until the stream reaches this work;
     /// `stream` must be a stream of this context (or null, the legacy one).
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn forward_raw(
         &self,
         q: &Quantizer,

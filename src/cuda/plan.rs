@@ -418,9 +418,8 @@ mod tests {
         };
         assert_eq!(p.reduced as u64, BUFS.workspace + lay.reduced as u64);
         assert_eq!(p.channels, 64);
-        assert!(
-            lay.reduced >= (6400usize.min(65536 + 64)) * 8 && lay.bytes >= lay.reduced + 64 * 4
-        );
+        // 6400 partial sums (no more than the tensor has), then 64 scales.
+        assert!(lay.reduced >= 6400 * 8 && lay.bytes >= lay.reduced + 64 * 4);
     }
 
     #[test]

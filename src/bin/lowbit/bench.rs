@@ -1,0 +1,338 @@
+//! `lowbit bench`: median time and bandwidth of each quantizer, forward and
+//! backward, beside a copy of the same number of bytes measured in the same
+//! run (a parallel memcpy on the CPU, a device-to-device copy on a GPU).
+//!
+//! Bytes moved: forward reads x and writes y (2 tensors), backward reads x
+//! and dy and writes dx (3 tensors); a copy reads and writes half each.
+
+use std::time::Instant;
+
+use lowbit::{Backend, DType, Element, Quantizer, bf16, f16};
+use rayon::prelude::*;
+
+use crate::{Fail, backend, parse_dtype};
+
+const DEFAULT_SPECS: &[&str] = &[
+    "ste_sign",
+    "approx_sign",
+    "swish_sign",
+    "ste_heaviside",
+    "magnitude_aware_sign",
+    "ste_tern",
+    "ste_tern(ternary_weight_networks=true)",
+    "dorefa(k_bit=2)",
+    "dorefa(k_bit=2, mode=weights)",
+    "noop(precision=32)",
+];
+
+/// Channels of the tensor (the last axis), a typical convolution width.
+const CHANNELS: usize = 64;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Quantizers to measure (default: all, with their defaults).
+    specs: Vec<String>,
+    /// Elements per tensor (rounded down to a multiple of 64).
+    #[arg(long, default_value_t = 1 << 24)]
+    size: usize,
+    /// Element types (repeatable; default all three).
+    #[arg(long)]
+    dtype: Vec<String>,
+    /// auto, cpu or cuda (default: LOWBIT_DEVICE, else auto).
+    #[arg(long)]
+    device: Option<String>,
+    /// Timed runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 11)]
+    repeats: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measurement.
+struct Row {
+    spec: String,
+    dtype: DType,
+    direction: &'static str,
+    median_ms: f64,
+    bytes: f64,
+    copy_ms: f64,
+}
+
+impl Row {
+    fn gbs(&self) -> f64 {
+        self.bytes / (self.median_ms * 1e6)
+    }
+    fn ratio(&self) -> f64 {
+        self.copy_ms / self.median_ms
+    }
+}
+
+fn median(mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
+/// Median wall time of `f` in milliseconds, after one warm-up run.
+fn time_cpu(repeats: usize, mut f: impl FnMut() -> Result<(), Fail>) -> Result<f64, Fail> {
+    f()?;
+    let mut ms = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        f()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(ms))
+}
+
+fn input<T: Element>(n: usize, seed: u32) -> Vec<T> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            T::from_f32((s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0)
+        })
+        .collect()
+}
+
+/// Progress on stderr, so that stdout stays a table or JSON.
+fn progress(done: usize, total: usize, what: &str) {
+    eprint!("\r[{done}/{total}] {what:60}");
+    if done == total {
+        eprintln!();
+    }
+}
+
+fn cpu<T: Element>(
+    args: &Args,
+    specs: &[Quantizer],
+    n: usize,
+    rows: &mut Vec<Row>,
+    step: &mut usize,
+    total: usize,
+) -> Result<(), Fail> {
+    let x = input::<T>(n, 1);
+    let dy = input::<T>(n, 2);
+    let mut out = vec![T::default(); n];
+    let shape = [n / CHANNELS, CHANNELS];
+    let size = std::mem::size_of::<T>();
+    // Copies of the same bytes: half read, half written.
+    let copy = |bytes: usize| -> Result<f64, Fail> {
+        let src = vec![1u8; bytes / 2];
+        let mut dst = vec![0u8; bytes / 2];
+        time_cpu(args.repeats, || {
+            dst.par_chunks_mut(1 << 16)
+                .zip(src.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            Ok(())
+        })
+    };
+    let (copy2, copy3) = (copy(2 * n * size)?, copy(3 * n * size)?);
+    for q in specs {
+        *step += 1;
+        progress(*step, total, &format!("{q} {}", T::DTYPE.name()));
+        let fwd = time_cpu(args.repeats, || Ok(q.forward(&x, &shape, &mut out)?))?;
+        let bwd = time_cpu(args.repeats, || Ok(q.backward(&x, &dy, &shape, &mut out)?))?;
+        for (direction, median_ms, tensors, copy_ms) in
+            [("forward", fwd, 2, copy2), ("backward", bwd, 3, copy3)]
+        {
+            rows.push(Row {
+                spec: q.to_string(),
+                dtype: T::DTYPE,
+                direction,
+                median_ms,
+                bytes: (tensors * n * size) as f64,
+                copy_ms,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(lowbit_cuda)]
+fn gpu<T: Element>(
+    backend: &Backend,
+    args: &Args,
+    specs: &[Quantizer],
+    n: usize,
+    rows: &mut Vec<Row>,
+    step: &mut usize,
+    total: usize,
+) -> Result<(), Fail> {
+    use cudarc::driver::{CudaSlice, sys::CUevent_flags};
+    use lowbit::cuda::Workspace;
+
+    let cuda = backend.as_cuda().expect("a CUDA backend");
+    let stream = cuda.context().new_stream()?;
+    // Median of CUDA-event times, after a warm-up run.
+    let time = |f: &mut dyn FnMut() -> Result<(), Fail>| -> Result<f64, Fail> {
+        f()?;
+        let mut ms = Vec::with_capacity(args.repeats);
+        for _ in 0..args.repeats {
+            let start = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+            f()?;
+            let end = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+            end.synchronize()?;
+            ms.push(f64::from(start.elapsed_ms(&end)?));
+        }
+        Ok(median(ms))
+    };
+    let size = std::mem::size_of::<T>();
+    let copy = |bytes: usize| -> Result<f64, Fail> {
+        let src: CudaSlice<u8> = stream.alloc_zeros(bytes / 2)?;
+        let mut dst: CudaSlice<u8> = stream.alloc_zeros(bytes / 2)?;
+        time(&mut || Ok(stream.memcpy_dtod(&src, &mut dst)?))
+    };
+    let (copy2, copy3) = (copy(2 * n * size)?, copy(3 * n * size)?);
+    let x: CudaSlice<T> = stream.clone_htod(&input::<T>(n, 1))?;
+    let dy: CudaSlice<T> = stream.clone_htod(&input::<T>(n, 2))?;
+    // SAFETY: every kernel writes all of `out` before anything reads it.
+    let mut out: CudaSlice<T> = unsafe { stream.alloc(n) }?;
+    let mut ws = Workspace::new();
+    let shape = [n / CHANNELS, CHANNELS];
+    for q in specs {
+        *step += 1;
+        progress(*step, total, &format!("{q} {} (cuda)", T::DTYPE.name()));
+        let fwd = time(&mut || {
+            Ok(cuda.forward(
+                q,
+                &stream,
+                &x.as_view(),
+                &shape,
+                &mut out.as_view_mut(),
+                &mut ws,
+            )?)
+        })?;
+        let bwd = time(&mut || {
+            Ok(cuda.backward(
+                q,
+                &stream,
+                &x.as_view(),
+                &dy.as_view(),
+                &shape,
+                &mut out.as_view_mut(),
+                &mut ws,
+            )?)
+        })?;
+        for (direction, median_ms, tensors, copy_ms) in
+            [("forward", fwd, 2, copy2), ("backward", bwd, 3, copy3)]
+        {
+            rows.push(Row {
+                spec: q.to_string(),
+                dtype: T::DTYPE,
+                direction,
+                median_ms,
+                bytes: (tensors * n * size) as f64,
+                copy_ms,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn measure<T: Element>(
+    backend: &Backend,
+    args: &Args,
+    specs: &[Quantizer],
+    n: usize,
+    rows: &mut Vec<Row>,
+    step: &mut usize,
+    total: usize,
+) -> Result<(), Fail> {
+    match backend.name() {
+        #[cfg(lowbit_cuda)]
+        "cuda" => gpu::<T>(backend, args, specs, n, rows, step, total),
+        _ => cpu::<T>(args, specs, n, rows, step, total),
+    }
+}
+
+pub fn run(args: Args) -> Result<(), Fail> {
+    let specs: Vec<Quantizer> = if args.specs.is_empty() {
+        DEFAULT_SPECS
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?
+    } else {
+        args.specs
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?
+    };
+    let dtypes: Vec<DType> = if args.dtype.is_empty() {
+        vec![DType::F32, DType::F16, DType::BF16]
+    } else {
+        args.dtype
+            .iter()
+            .map(|d| parse_dtype(d))
+            .collect::<Result<_, _>>()?
+    };
+    if args.repeats == 0 {
+        return Err(Fail("--repeats must be at least 1".into()));
+    }
+    let n = args.size / CHANNELS * CHANNELS;
+    if n == 0 {
+        return Err(Fail(format!("--size must be at least {CHANNELS}")));
+    }
+    let backend = backend(args.device.as_deref())?;
+    let total = specs.len() * dtypes.len();
+    let (mut rows, mut step) = (Vec::new(), 0);
+    for dtype in &dtypes {
+        match dtype {
+            DType::F32 => measure::<f32>(&backend, &args, &specs, n, &mut rows, &mut step, total)?,
+            DType::F16 => measure::<f16>(&backend, &args, &specs, n, &mut rows, &mut step, total)?,
+            DType::BF16 => {
+                measure::<bf16>(&backend, &args, &specs, n, &mut rows, &mut step, total)?
+            }
+        }
+    }
+    if args.json {
+        print_json(&backend, n, &rows);
+    } else {
+        println!("{n} elements on {backend}; ratio = quantizer GB/s ÷ copy GB/s of the same bytes");
+        println!(
+            "{:52} {:5} {:8} {:>10} {:>8} {:>8} {:>6}",
+            "quantizer", "dtype", "dir", "median ms", "GB/s", "copy", "ratio"
+        );
+        for r in &rows {
+            println!(
+                "{:52} {:5} {:8} {:>10.3} {:>8.2} {:>8.2} {:>6.2}",
+                r.spec,
+                r.dtype.name(),
+                r.direction,
+                r.median_ms,
+                r.gbs(),
+                r.bytes / (r.copy_ms * 1e6),
+                r.ratio()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_json(backend: &Backend, n: usize, rows: &[Row]) {
+    let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"quantizer\": \"{}\", \"dtype\": \"{}\", \"direction\": \"{}\", \"median_ms\": {:.6}, \"bytes\": {}, \"gb_per_s\": {:.3}, \"copy_ms\": {:.6}, \"ratio_to_copy\": {:.4}}}",
+                escape(&r.spec),
+                r.dtype.name(),
+                r.direction,
+                r.median_ms,
+                r.bytes,
+                r.gbs(),
+                r.copy_ms,
+                r.ratio()
+            )
+        })
+        .collect();
+    println!(
+        "{{\"backend\": \"{}\", \"reason\": \"{}\", \"elements\": {n}, \"results\": [\n  {}\n]}}",
+        backend.name(),
+        escape(backend.reason()),
+        items.join(",\n  ")
+    );
+}
