@@ -56,12 +56,37 @@ LOWBIT_FN float lowbit_approx_sign_grad(float x, float dy) {
     return a <= 1.0f ? (1.0f - a) * 2.0f * dy : 0.0f;
 }
 
-// Not bit-equal to the CPU (tanhf/coshf are CUDA's, not the host libm's).
-// At an infinite beta*x the formula is inf/inf; its limit is 0.
+// exp(x) for x <= 0: Cephes' method, as scalar::exp_neg (0 below -87.3).
+LOWBIT_FN float lowbit_exp_neg(float x) {
+    const float log2e = 1.44269504088896341f;
+    const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    const float p0 = 1.9875691500e-4f, p1 = 1.3981999507e-3f, p2 = 8.3334519073e-3f,
+                p3 = 4.1665795894e-2f, p4 = 1.6666665459e-1f, p5 = 5.0000001201e-1f;
+    const float round = 12582912.0f; // 1.5 * 2^23: round to nearest even
+    if (x < -87.3f) return 0.0f;
+    float n = (x * log2e + round) - round;
+    float r = (x - n * ln2_hi) - n * ln2_lo;
+    float p = p0;
+    p = p * r + p1;
+    p = p * r + p2;
+    p = p * r + p3;
+    p = p * r + p4;
+    p = p * r + p5;
+    float y = (p * (r * r) + r) + 1.0f;
+    // n is an integer in [-126, 0] here, so 2^n is a normal float.
+    return y * __int_as_float(((int)n + 127) << 23);
+}
+
+// dy * beta * (2 - bx tanh(bx/2)) / (1 + cosh bx) through e = exp(-|bx|),
+// as scalar::swish_sign_grad: never overflows, 0 (the limit) at +-inf.
 LOWBIT_FN float lowbit_swish_sign_grad(float x, float dy, float beta) {
-    float bx = beta * x;
-    if (isinf(bx)) return 0.0f;
-    return dy * beta * (2.0f - bx * tanhf(bx * 0.5f)) / (1.0f + coshf(bx));
+    float a = fabsf(beta * x);
+    if (isnan(a)) return a;
+    float e = lowbit_exp_neg(-a);
+    if (e == 0.0f) return 0.0f;
+    float t = (1.0f - e) / (1.0f + e);
+    float s = 1.0f + e;
+    return dy * beta * (2.0f - a * t) * (2.0f * e / (s * s));
 }
 
 // sign(sign(x + t) + sign(x - t)) with tf.sign: x = +-t maps to +-1.
@@ -153,11 +178,8 @@ LOWBIT_FN float lowbit_dorefa_weights_grad(float x, float dy, float max_abs_tanh
     return (dy * 2.0f / denom) * (1.0f - t * t);
 }
 
-// max where a NaN wins (one NaN weight makes the whole tensor NaN, as
-// tf.reduce_max does); fmaxf would drop it.
-LOWBIT_FN float lowbit_nan_max(float a, float b) {
-    return (a > b || isnan(a)) ? a : b;
-}
+// max where a NaN wins: one select, as scalar::nan_max.
+LOWBIT_FN float lowbit_nan_max(float a, float b) { return (a > b || isnan(a)) ? a : b; }
 
 // Element types: widened to f32 once on load, rounded to nearest even once on
 // store, as the CPU's half crate does.
