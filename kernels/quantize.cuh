@@ -63,9 +63,11 @@ LOWBIT_FN float lowbit_exp_neg(float x) {
     const float p0 = 1.9875691500e-4f, p1 = 1.3981999507e-3f, p2 = 8.3334519073e-3f,
                 p3 = 4.1665795894e-2f, p4 = 1.6666665459e-1f, p5 = 5.0000001201e-1f;
     const float round = 12582912.0f; // 1.5 * 2^23: round to nearest even
-    if (x < -87.3f) return 0.0f;
-    float n = (x * log2e + round) - round;
-    float r = (x - n * ln2_hi) - n * ln2_lo;
+    const float low = -87.3f;
+    // Clamped (NaN passes) so that n stays in [-126, 0] and 2^n is normal.
+    float xc = x < low ? low : x;
+    float n = (xc * log2e + round) - round;
+    float r = (xc - n * ln2_hi) - n * ln2_lo;
     float p = p0;
     p = p * r + p1;
     p = p * r + p2;
@@ -73,20 +75,21 @@ LOWBIT_FN float lowbit_exp_neg(float x) {
     p = p * r + p4;
     p = p * r + p5;
     float y = (p * (r * r) + r) + 1.0f;
-    // n is an integer in [-126, 0] here, so 2^n is a normal float.
-    return y * __int_as_float(((int)n + 127) << 23);
+    // A NaN n would make the int conversion undefined; the caller filters NaN.
+    float scaled = y * __int_as_float(((int)n + 127) << 23);
+    return x < low ? 0.0f : scaled;
 }
 
 // dy * beta * (2 - bx tanh(bx/2)) / (1 + cosh bx) through e = exp(-|bx|),
 // as scalar::swish_sign_grad: never overflows, 0 (the limit) at +-inf.
 LOWBIT_FN float lowbit_swish_sign_grad(float x, float dy, float beta) {
     float a = fabsf(beta * x);
-    if (isnan(a)) return a;
+    if (isnan(a)) return a; // before exp_neg: (int)NaN is undefined in C
     float e = lowbit_exp_neg(-a);
-    if (e == 0.0f) return 0.0f;
     float t = (1.0f - e) / (1.0f + e);
     float s = 1.0f + e;
-    return dy * beta * (2.0f - a * t) * (2.0f * e / (s * s));
+    float g = dy * beta * (2.0f - a * t) * (2.0f * e / (s * s));
+    return e == 0.0f ? 0.0f : g;
 }
 
 // sign(sign(x + t) + sign(x - t)) with tf.sign: x = +-t maps to +-1.

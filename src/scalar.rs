@@ -91,18 +91,15 @@ pub fn approx_sign_grad(x: f32, dy: f32) -> f32 {
 /// CPU loop vectorizes and the CUDA kernel computes the same bits.
 #[inline(always)]
 pub fn swish_sign_grad(x: f32, dy: f32, beta: f32) -> f32 {
+    // Written as selects, without early returns, so the loop vectorizes.
     let a = (beta * x).abs();
-    if a.is_nan() {
-        return a;
-    }
     let e = exp_neg(-a);
-    if e == 0.0 {
-        // |βx| > 87.3, ±inf included: the gradient is below 1e-35, its limit 0.
-        return 0.0;
-    }
     let t = (1.0 - e) / (1.0 + e);
     let s = 1.0 + e;
-    dy * beta * (2.0 - a * t) * (2.0 * e / (s * s))
+    let g = dy * beta * (2.0 - a * t) * (2.0 * e / (s * s));
+    // e = 0: |βx| > 87.3, ±inf included, where the gradient is below 1e-35
+    // and its limit is 0. A NaN x gives e = NaN and so g = NaN.
+    if e == 0.0 { 0.0 } else { g }
 }
 
 /// `exp(x)` for `x ≤ 0` (Cephes' single-precision method: `x = n·ln 2 + r`,
@@ -127,18 +124,18 @@ pub fn exp_neg(x: f32) -> f32 {
     ];
     // Round to nearest (ties to even) by the 1.5·2^23 trick; no libm call.
     const ROUND: f32 = 12_582_912.0;
-    if x < -87.3 {
-        return 0.0;
-    }
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
+    const LOW: f32 = -87.3;
+    // Clamped (NaN passes) so that n stays in [−126, 0] and 2^n is normal.
+    let xc = if x < LOW { LOW } else { x };
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
     let mut p = P[0];
     for c in &P[1..] {
         p = p * r + c;
     }
     let y = (p * (r * r) + r) + 1.0;
-    // n is an integer in [−126, 0] here, so 2^n is a normal f32.
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let scaled = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < LOW { 0.0 } else { scaled }
 }
 
 /// `ste_tern` forward: `sign(sign(x + Δ) + sign(x − Δ))` with TensorFlow's

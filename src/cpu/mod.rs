@@ -20,6 +20,11 @@ const CHUNK: usize = 1 << 15;
 /// Elements converted to `f32` at a time.
 const BLOCK: usize = 1024;
 
+// The inner closures are `move`: they copy the quantizer's parameters into
+// their own state, which the compiler keeps in registers. Captured by
+// reference, the parameters are reloaded from memory on every element and
+// the loop does not vectorize.
+
 /// `y = q(x)`. Buffers have equal lengths and `channels` divides them (the
 /// caller checked); `channels` is only read by magnitude_aware_sign.
 pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &mut [T]) {
@@ -46,19 +51,19 @@ pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &m
             };
             let threshold = T::round_f32(threshold);
             map1(x, y, |x, y, _| {
-                each1(x, y, |x| scalar::ternarize(x, threshold))
+                each1(x, y, move |x| scalar::ternarize(x, threshold))
             })
         }
         Kind::DoReFa { k_bit, mode } => {
             let n = scalar::dorefa_levels(k_bit);
             match mode {
                 DorefaMode::Activations => map1(x, y, |x, y, _| {
-                    each1(x, y, |x| scalar::dorefa_quantize(x, n))
+                    each1(x, y, move |x| scalar::dorefa_quantize(x, n))
                 }),
                 DorefaMode::Weights => {
                     let max = reduce::max_abs_tanh(x);
                     map1(x, y, |x, y, _| {
-                        each1(x, y, |x| scalar::dorefa_weights(x, max, n))
+                        each1(x, y, move |x| scalar::dorefa_weights(x, max, n))
                     })
                 }
             }
@@ -84,7 +89,7 @@ pub(crate) fn backward<T: Element>(
             Some(clip) => {
                 let clip = Some(T::round_f32(clip));
                 map2(x, dy, dx, |x, dy, dx, _| {
-                    each2(x, dy, dx, |x, dy| scalar::ste_grad(x, dy, clip))
+                    each2(x, dy, dx, move |x, dy| scalar::ste_grad(x, dy, clip))
                 })
             }
         },
@@ -92,13 +97,13 @@ pub(crate) fn backward<T: Element>(
             each2(x, dy, dx, scalar::approx_sign_grad)
         }),
         Kind::SwishSign { beta } => map2(x, dy, dx, |x, dy, dx, _| {
-            each2(x, dy, dx, |x, dy| scalar::swish_sign_grad(x, dy, beta))
+            each2(x, dy, dx, move |x, dy| scalar::swish_sign_grad(x, dy, beta))
         }),
         Kind::MagnitudeAwareSign { clip_value } => {
             let clip = clip_value.map(T::round_f32);
             let scales = reduce::channel_mean_abs(x, channels);
             map2(x, dy, dx, |x, dy, dx, offset| {
-                each2_channels(x, dy, dx, offset, &scales, |x, dy, s| {
+                each2_channels(x, dy, dx, offset, &scales, move |x, dy, s| {
                     scalar::magnitude_aware_sign_grad(x, dy, s, clip)
                 })
             })
@@ -110,7 +115,9 @@ pub(crate) fn backward<T: Element>(
             DorefaMode::Weights => {
                 let max = reduce::max_abs_tanh(x);
                 map2(x, dy, dx, |x, dy, dx, _| {
-                    each2(x, dy, dx, |x, dy| scalar::dorefa_weights_grad(x, dy, max))
+                    each2(x, dy, dx, move |x, dy| {
+                        scalar::dorefa_weights_grad(x, dy, max)
+                    })
                 })
             }
         },
