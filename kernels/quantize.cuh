@@ -66,7 +66,8 @@ LOWBIT_FN float lowbit_exp_neg(float x) {
     const float low = -87.3f;
     // Clamped (NaN passes) so that n stays in [-126, 0] and 2^n is normal.
     float xc = x < low ? low : x;
-    float n = (xc * log2e + round) - round;
+    float shifted = xc * log2e + round;
+    float n = shifted - round;
     float r = (xc - n * ln2_hi) - n * ln2_lo;
     float p = p0;
     p = p * r + p1;
@@ -75,8 +76,9 @@ LOWBIT_FN float lowbit_exp_neg(float x) {
     p = p * r + p4;
     p = p * r + p5;
     float y = (p * (r * r) + r) + 1.0f;
-    // A NaN n would make the int conversion undefined; the caller filters NaN.
-    float scaled = y * __int_as_float(((int)n + 127) << 23);
+    // shifted's low mantissa bits hold n itself: 2^n from its bits.
+    unsigned n_bits = (unsigned)__float_as_int(shifted) - (unsigned)__float_as_int(round);
+    float scaled = y * __int_as_float((int)((n_bits + 127u) << 23));
     return x < low ? 0.0f : scaled;
 }
 
@@ -84,7 +86,6 @@ LOWBIT_FN float lowbit_exp_neg(float x) {
 // as scalar::swish_sign_grad: never overflows, 0 (the limit) at +-inf.
 LOWBIT_FN float lowbit_swish_sign_grad(float x, float dy, float beta) {
     float a = fabsf(beta * x);
-    if (isnan(a)) return a; // before exp_neg: (int)NaN is undefined in C
     float e = lowbit_exp_neg(-a);
     float t = (1.0f - e) / (1.0f + e);
     float s = 1.0f + e;

@@ -127,14 +127,18 @@ pub fn exp_neg(x: f32) -> f32 {
     const LOW: f32 = -87.3;
     // Clamped (NaN passes) so that n stays in [−126, 0] and 2^n is normal.
     let xc = if x < LOW { LOW } else { x };
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let shifted = xc * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let mut p = P[0];
     for c in &P[1..] {
         p = p * r + c;
     }
     let y = (p * (r * r) + r) + 1.0;
-    let scaled = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `shifted`'s low mantissa bits hold n itself: 2^n from integer bit
+    // operations, which vectorize (a float-to-int cast does not).
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scaled = y * f32::from_bits(n_bits.wrapping_add(127) << 23);
     if x < LOW { 0.0 } else { scaled }
 }
 
