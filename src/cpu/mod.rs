@@ -23,21 +23,33 @@ const BLOCK: usize = 1024;
 // The inner closures are `move`: they copy the quantizer's parameters into
 // their own state, which the compiler keeps in registers. Captured by
 // reference, the parameters are reloaded from memory on every element and
-// the loop does not vectorize.
+// the loop does not vectorize. All are `#[inline(always)]` so that they end
+// up inside `simd`'s AVX2 function and are compiled for it.
 
 /// `y = q(x)`. Buffers have equal lengths and `channels` divides them (the
 /// caller checked); `channels` is only read by magnitude_aware_sign.
 pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &mut [T]) {
     match q.kind() {
-        Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } => {
-            map1(x, y, |x, y, _| each1(x, y, scalar::sign))
-        }
-        Kind::SteHeaviside { .. } => map1(x, y, |x, y, _| each1(x, y, scalar::heaviside)),
+        Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } => map1(
+            x,
+            y,
+            #[inline(always)]
+            |x, y, _| each1(x, y, scalar::sign),
+        ),
+        Kind::SteHeaviside { .. } => map1(
+            x,
+            y,
+            #[inline(always)]
+            |x, y, _| each1(x, y, scalar::heaviside),
+        ),
         Kind::MagnitudeAwareSign { .. } => {
             let scales = reduce::channel_mean_abs(x, channels);
-            map1(x, y, |x, y, offset| {
-                each1_channels(x, y, offset, &scales, scalar::magnitude_aware_sign)
-            })
+            map1(
+                x,
+                y,
+                #[inline(always)]
+                |x, y, offset| each1_channels(x, y, offset, &scales, scalar::magnitude_aware_sign),
+            )
         }
         Kind::SteTern {
             threshold_value,
@@ -50,21 +62,51 @@ pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &m
                 threshold_value
             };
             let threshold = T::round_f32(threshold);
-            map1(x, y, |x, y, _| {
-                each1(x, y, move |x| scalar::ternarize(x, threshold))
-            })
+            map1(
+                x,
+                y,
+                #[inline(always)]
+                |x, y, _| {
+                    each1(
+                        x,
+                        y,
+                        #[inline(always)]
+                        move |x| scalar::ternarize(x, threshold),
+                    )
+                },
+            )
         }
         Kind::DoReFa { k_bit, mode } => {
             let n = scalar::dorefa_levels(k_bit);
             match mode {
-                DorefaMode::Activations => map1(x, y, |x, y, _| {
-                    each1(x, y, move |x| scalar::dorefa_quantize(x, n))
-                }),
+                DorefaMode::Activations => map1(
+                    x,
+                    y,
+                    #[inline(always)]
+                    |x, y, _| {
+                        each1(
+                            x,
+                            y,
+                            #[inline(always)]
+                            move |x| scalar::dorefa_quantize(x, n),
+                        )
+                    },
+                ),
                 DorefaMode::Weights => {
                     let max = reduce::max_abs_tanh(x);
-                    map1(x, y, |x, y, _| {
-                        each1(x, y, move |x| scalar::dorefa_weights(x, max, n))
-                    })
+                    map1(
+                        x,
+                        y,
+                        #[inline(always)]
+                        |x, y, _| {
+                            each1(
+                                x,
+                                y,
+                                #[inline(always)]
+                                move |x| scalar::dorefa_weights(x, max, n),
+                            )
+                        },
+                    )
                 }
             }
         }
@@ -88,37 +130,91 @@ pub(crate) fn backward<T: Element>(
             None => copy(dy, dx),
             Some(clip) => {
                 let clip = Some(T::round_f32(clip));
-                map2(x, dy, dx, |x, dy, dx, _| {
-                    each2(x, dy, dx, move |x, dy| scalar::ste_grad(x, dy, clip))
-                })
+                map2(
+                    x,
+                    dy,
+                    dx,
+                    #[inline(always)]
+                    |x, dy, dx, _| {
+                        each2(
+                            x,
+                            dy,
+                            dx,
+                            #[inline(always)]
+                            move |x, dy| scalar::ste_grad(x, dy, clip),
+                        )
+                    },
+                )
             }
         },
-        Kind::ApproxSign => map2(x, dy, dx, |x, dy, dx, _| {
-            each2(x, dy, dx, scalar::approx_sign_grad)
-        }),
-        Kind::SwishSign { beta } => map2(x, dy, dx, |x, dy, dx, _| {
-            each2(x, dy, dx, move |x, dy| scalar::swish_sign_grad(x, dy, beta))
-        }),
+        Kind::ApproxSign => map2(
+            x,
+            dy,
+            dx,
+            #[inline(always)]
+            |x, dy, dx, _| each2(x, dy, dx, scalar::approx_sign_grad),
+        ),
+        Kind::SwishSign { beta } => map2(
+            x,
+            dy,
+            dx,
+            #[inline(always)]
+            |x, dy, dx, _| {
+                each2(
+                    x,
+                    dy,
+                    dx,
+                    #[inline(always)]
+                    move |x, dy| scalar::swish_sign_grad(x, dy, beta),
+                )
+            },
+        ),
         Kind::MagnitudeAwareSign { clip_value } => {
             let clip = clip_value.map(T::round_f32);
             let scales = reduce::channel_mean_abs(x, channels);
-            map2(x, dy, dx, |x, dy, dx, offset| {
-                each2_channels(x, dy, dx, offset, &scales, move |x, dy, s| {
-                    scalar::magnitude_aware_sign_grad(x, dy, s, clip)
-                })
-            })
+            map2(
+                x,
+                dy,
+                dx,
+                #[inline(always)]
+                |x, dy, dx, offset| {
+                    each2_channels(
+                        x,
+                        dy,
+                        dx,
+                        offset,
+                        &scales,
+                        #[inline(always)]
+                        move |x, dy, s| scalar::magnitude_aware_sign_grad(x, dy, s, clip),
+                    )
+                },
+            )
         }
         Kind::DoReFa { mode, .. } => match mode {
-            DorefaMode::Activations => map2(x, dy, dx, |x, dy, dx, _| {
-                each2(x, dy, dx, scalar::dorefa_activations_grad)
-            }),
+            DorefaMode::Activations => map2(
+                x,
+                dy,
+                dx,
+                #[inline(always)]
+                |x, dy, dx, _| each2(x, dy, dx, scalar::dorefa_activations_grad),
+            ),
             DorefaMode::Weights => {
                 let max = reduce::max_abs_tanh(x);
-                map2(x, dy, dx, |x, dy, dx, _| {
-                    each2(x, dy, dx, move |x, dy| {
-                        scalar::dorefa_weights_grad(x, dy, max)
-                    })
-                })
+                map2(
+                    x,
+                    dy,
+                    dx,
+                    #[inline(always)]
+                    |x, dy, dx, _| {
+                        each2(
+                            x,
+                            dy,
+                            dx,
+                            #[inline(always)]
+                            move |x, dy| scalar::dorefa_weights_grad(x, dy, max),
+                        )
+                    },
+                )
             }
         },
         Kind::NoOp { .. } => copy(dy, dx),
@@ -138,14 +234,17 @@ fn map1<T: Element>(x: &[T], y: &mut [T], f: impl Fn(&[f32], &mut [f32], usize) 
         .zip(x.par_chunks(CHUNK))
         .enumerate()
         .for_each(|(chunk, (y, x))| {
-            simd(|| {
-                let mut x_buf = [0f32; BLOCK];
-                let mut y_buf = [0f32; BLOCK];
-                for (block, (y, x)) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
-                    let x = T::read(x, &mut x_buf);
-                    T::write(y, &mut y_buf, |y| f(x, y, chunk * CHUNK + block * BLOCK));
-                }
-            })
+            simd(
+                #[inline(always)]
+                || {
+                    let mut x_buf = [0f32; BLOCK];
+                    let mut y_buf = [0f32; BLOCK];
+                    for (block, (y, x)) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
+                        let x = T::read(x, &mut x_buf);
+                        T::write(y, &mut y_buf, |y| f(x, y, chunk * CHUNK + block * BLOCK));
+                    }
+                },
+            )
         });
 }
 
@@ -160,21 +259,24 @@ fn map2<T: Element>(
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .enumerate()
         .for_each(|(chunk, (dx, (x, dy)))| {
-            simd(|| {
-                let mut x_buf = [0f32; BLOCK];
-                let mut dy_buf = [0f32; BLOCK];
-                let mut dx_buf = [0f32; BLOCK];
-                let blocks = dx
-                    .chunks_mut(BLOCK)
-                    .zip(x.chunks(BLOCK).zip(dy.chunks(BLOCK)));
-                for (block, (dx, (x, dy))) in blocks.enumerate() {
-                    let x = T::read(x, &mut x_buf);
-                    let dy = T::read(dy, &mut dy_buf);
-                    T::write(dx, &mut dx_buf, |dx| {
-                        f(x, dy, dx, chunk * CHUNK + block * BLOCK)
-                    });
-                }
-            })
+            simd(
+                #[inline(always)]
+                || {
+                    let mut x_buf = [0f32; BLOCK];
+                    let mut dy_buf = [0f32; BLOCK];
+                    let mut dx_buf = [0f32; BLOCK];
+                    let blocks = dx
+                        .chunks_mut(BLOCK)
+                        .zip(x.chunks(BLOCK).zip(dy.chunks(BLOCK)));
+                    for (block, (dx, (x, dy))) in blocks.enumerate() {
+                        let x = T::read(x, &mut x_buf);
+                        let dy = T::read(dy, &mut dy_buf);
+                        T::write(dx, &mut dx_buf, |dx| {
+                            f(x, dy, dx, chunk * CHUNK + block * BLOCK)
+                        });
+                    }
+                },
+            )
         });
 }
 

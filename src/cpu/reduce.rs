@@ -42,24 +42,27 @@ pub(super) fn sum_abs<T: Element>(x: &[T]) -> f64 {
 pub(super) fn max_abs_tanh<T: Element>(x: &[T]) -> f32 {
     x.par_chunks(CHUNK)
         .map(|chunk| {
-            super::simd(|| {
-                let mut buf = [0f32; BLOCK];
-                // Independent lanes, as in `sum_abs`, so the loop vectorizes.
-                let mut lanes = [0f32; 8];
-                for block in chunk.chunks(BLOCK) {
-                    let x = T::read(block, &mut buf);
-                    let mut groups = x.chunks_exact(8);
-                    for v in &mut groups {
-                        for (m, &v) in lanes.iter_mut().zip(v) {
+            super::simd(
+                #[inline(always)]
+                || {
+                    let mut buf = [0f32; BLOCK];
+                    // Independent lanes, as in `sum_abs`, so the loop vectorizes.
+                    let mut lanes = [0f32; 8];
+                    for block in chunk.chunks(BLOCK) {
+                        let x = T::read(block, &mut buf);
+                        let mut groups = x.chunks_exact(8);
+                        for v in &mut groups {
+                            for (m, &v) in lanes.iter_mut().zip(v) {
+                                *m = scalar::nan_max(*m, scalar::tanh(v).abs());
+                            }
+                        }
+                        for (m, &v) in lanes.iter_mut().zip(groups.remainder()) {
                             *m = scalar::nan_max(*m, scalar::tanh(v).abs());
                         }
                     }
-                    for (m, &v) in lanes.iter_mut().zip(groups.remainder()) {
-                        *m = scalar::nan_max(*m, scalar::tanh(v).abs());
-                    }
-                }
-                lanes.into_iter().fold(0.0, scalar::nan_max)
-            })
+                    lanes.into_iter().fold(0.0, scalar::nan_max)
+                },
+            )
         })
         // `max` is order-independent, and so is "any NaN", so this is exact.
         .reduce(|| 0.0, scalar::nan_max)
