@@ -16,11 +16,6 @@ def median_ns(group, func, param=None):
         return json.load(f)["median"]["point_estimate"]
 
 
-def dirname(spec):
-    # criterion's directory names replace characters a path can't hold
-    return "".join(c if c.isalnum() or c in "_-.=" else "_" for c in spec)
-
-
 def main():
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 1 << 24
     copy = {}

@@ -110,7 +110,7 @@ pub fn swish_sign_grad(x: f32, dy: f32, beta: f32) -> f32 {
 #[inline(always)]
 #[allow(clippy::excessive_precision)]
 pub fn exp_neg(x: f32) -> f32 {
-    const LOG2E: f32 = 1.44269504088896341;
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n·LN2_HI is exact for the n that occur here.
     const LN2_HI: f32 = 0.693359375;
     const LN2_LO: f32 = -2.12194440e-4;

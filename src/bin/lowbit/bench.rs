@@ -68,6 +68,28 @@ impl Row {
     }
 }
 
+/// The forward and backward rows of one quantizer: `(median ms, copy ms)`
+/// each, the copy moving the same bytes.
+fn push_rows<T: Element>(
+    rows: &mut Vec<Row>,
+    q: &Quantizer,
+    n: usize,
+    fwd: (f64, f64),
+    bwd: (f64, f64),
+) {
+    let size = std::mem::size_of::<T>();
+    for (direction, (median_ms, copy_ms), tensors) in [("forward", fwd, 2), ("backward", bwd, 3)] {
+        rows.push(Row {
+            spec: q.to_string(),
+            dtype: T::DTYPE,
+            direction,
+            median_ms,
+            bytes: (tensors * n * size) as f64,
+            copy_ms,
+        });
+    }
+}
+
 fn median(mut ms: Vec<f64>) -> f64 {
     ms.sort_by(f64::total_cmp);
     ms[ms.len() / 2]
@@ -135,18 +157,7 @@ fn cpu<T: Element>(
         progress(*step, total, &format!("{q} {}", T::DTYPE.name()));
         let fwd = time_cpu(args.repeats, || Ok(q.forward(&x, &shape, &mut out)?))?;
         let bwd = time_cpu(args.repeats, || Ok(q.backward(&x, &dy, &shape, &mut out)?))?;
-        for (direction, median_ms, tensors, copy_ms) in
-            [("forward", fwd, 2, copy2), ("backward", bwd, 3, copy3)]
-        {
-            rows.push(Row {
-                spec: q.to_string(),
-                dtype: T::DTYPE,
-                direction,
-                median_ms,
-                bytes: (tensors * n * size) as f64,
-                copy_ms,
-            });
-        }
+        push_rows::<T>(rows, q, n, (fwd, copy2), (bwd, copy3));
     }
     Ok(())
 }
@@ -216,18 +227,7 @@ fn gpu<T: Element>(
                 &mut ws,
             )?)
         })?;
-        for (direction, median_ms, tensors, copy_ms) in
-            [("forward", fwd, 2, copy2), ("backward", bwd, 3, copy3)]
-        {
-            rows.push(Row {
-                spec: q.to_string(),
-                dtype: T::DTYPE,
-                direction,
-                median_ms,
-                bytes: (tensors * n * size) as f64,
-                copy_ms,
-            });
-        }
+        push_rows::<T>(rows, q, n, (fwd, copy2), (bwd, copy3));
     }
     Ok(())
 }
