@@ -6,8 +6,12 @@ use crate::error::{Error, Result};
 use crate::quantizer::Quantizer;
 
 /// Checks that every buffer holds exactly the elements `shape` describes and
-/// returns the channel count (the last axis; 1 for a scalar).
-pub(crate) fn check_shape(shape: &[usize], buffers: &[(&'static str, usize)]) -> Result<usize> {
+/// returns that element count and the channel count (the last axis; 1 for a
+/// scalar).
+pub(crate) fn check_shape(
+    shape: &[usize],
+    buffers: &[(&'static str, usize)],
+) -> Result<(usize, usize)> {
     let expected = shape
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
@@ -22,7 +26,7 @@ pub(crate) fn check_shape(shape: &[usize], buffers: &[(&'static str, usize)]) ->
             });
         }
     }
-    Ok(shape.last().copied().unwrap_or(1))
+    Ok((expected, shape.last().copied().unwrap_or(1)))
 }
 
 impl Quantizer {
@@ -43,7 +47,7 @@ impl Quantizer {
     /// # Ok::<(), lowbit::Error>(())
     /// ```
     pub fn forward<T: Element>(&self, x: &[T], shape: &[usize], y: &mut [T]) -> Result<()> {
-        let channels = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
+        let (_, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
         cpu::forward(self, x, channels, y);
         Ok(())
     }
@@ -69,7 +73,8 @@ impl Quantizer {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        let channels = check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
+        let (_, channels) =
+            check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         cpu::backward(self, x, dy, channels, dx);
         Ok(())
     }

@@ -151,11 +151,11 @@ impl Backend {
         shape: &[usize],
         y: &mut [T],
     ) -> Result<()> {
-        let channels = crate::api::check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
+        let (_, channels) = crate::api::check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
         match &self.inner {
             Inner::Cpu => cpu::forward(q, x, channels, y),
             #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::forward(cuda, q, x, shape, y)?,
+            Inner::Cuda(cuda) => host::run(cuda, q, x, None, shape, y)?,
         }
         Ok(())
     }
@@ -169,12 +169,12 @@ impl Backend {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        let channels =
+        let (_, channels) =
             crate::api::check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         match &self.inner {
             Inner::Cpu => cpu::backward(q, x, dy, channels, dx),
             #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::backward(cuda, q, x, dy, shape, dx)?,
+            Inner::Cuda(cuda) => host::run(cuda, q, x, Some(dy), shape, dx)?,
         }
         Ok(())
     }
@@ -201,12 +201,14 @@ mod host {
         }
     }
 
-    pub(super) fn forward<T: Element>(
+    /// `q`'s forward (`dy` is `None`) or backward pass on host memory.
+    pub(super) fn run<T: Element>(
         cuda: &Cuda,
         q: &Quantizer,
         x: &[T],
+        dy: Option<&[T]>,
         shape: &[usize],
-        y: &mut [T],
+        out: &mut [T],
     ) -> Result<()> {
         if x.is_empty() {
             return Ok(());
@@ -214,50 +216,33 @@ mod host {
         let stream = cuda.context().default_stream();
         let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
         // SAFETY: every element is written by the kernel before the copy back.
-        let mut yd = unsafe { stream.alloc::<T>(x.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut od = unsafe { stream.alloc::<T>(x.len()) }.map_err(err("cuMemAllocAsync"))?;
         let mut ws = Workspace::new();
-        cuda.forward(
-            q,
-            &stream,
-            &xd.as_view(),
-            shape,
-            &mut yd.as_view_mut(),
-            &mut ws,
-        )?;
-        stream
-            .memcpy_dtoh(&yd, y)
-            .map_err(err("cuMemcpyDtoHAsync"))?;
-        stream.synchronize().map_err(err("cuStreamSynchronize"))
-    }
-
-    pub(super) fn backward<T: Element>(
-        cuda: &Cuda,
-        q: &Quantizer,
-        x: &[T],
-        dy: &[T],
-        shape: &[usize],
-        dx: &mut [T],
-    ) -> Result<()> {
-        if x.is_empty() {
-            return Ok(());
+        match dy {
+            None => cuda.forward(
+                q,
+                &stream,
+                &xd.as_view(),
+                shape,
+                &mut od.as_view_mut(),
+                &mut ws,
+            )?,
+            Some(dy) => {
+                let dyd = stream.clone_htod(dy).map_err(err("cuMemcpyHtoDAsync"))?;
+                let dy = dyd.as_view();
+                cuda.backward(
+                    q,
+                    &stream,
+                    &xd.as_view(),
+                    &dy,
+                    shape,
+                    &mut od.as_view_mut(),
+                    &mut ws,
+                )?
+            }
         }
-        let stream = cuda.context().default_stream();
-        let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
-        let dyd = stream.clone_htod(dy).map_err(err("cuMemcpyHtoDAsync"))?;
-        // SAFETY: every element is written by the kernel before the copy back.
-        let mut dxd = unsafe { stream.alloc::<T>(x.len()) }.map_err(err("cuMemAllocAsync"))?;
-        let mut ws = Workspace::new();
-        cuda.backward(
-            q,
-            &stream,
-            &xd.as_view(),
-            &dyd.as_view(),
-            shape,
-            &mut dxd.as_view_mut(),
-            &mut ws,
-        )?;
         stream
-            .memcpy_dtoh(&dxd, dx)
+            .memcpy_dtoh(&od, out)
             .map_err(err("cuMemcpyDtoHAsync"))?;
         stream.synchronize().map_err(err("cuStreamSynchronize"))
     }

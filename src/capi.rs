@@ -142,11 +142,11 @@ pub unsafe extern "C" fn lowbit_quantizer_spec(
 ) -> lowbit_status {
     guard(|| {
         // SAFETY: a live handle, or null.
-        let q = unsafe { q.as_ref() }.ok_or_else(|| null("q"))?;
+        let q = unsafe { handle(q) }?;
         if buf.is_null() {
             return Err(null("buf"));
         }
-        let text = q.0.to_string();
+        let text = q.to_string();
         if text.len() + 1 > len {
             return Err((
                 LOWBIT_ERR_SHAPE,
@@ -178,11 +178,17 @@ unsafe fn shape<'a>(
     }
     // SAFETY: the caller passes `ndim` sizes.
     let s = unsafe { std::slice::from_raw_parts(shape, ndim) };
-    let n = s
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| fail(Error::ShapeOverflow(s.to_vec())))?;
+    let (n, _) = crate::api::check_shape(s, &[]).map_err(fail)?;
     Ok((s, n))
+}
+
+/// The quantizer behind a handle.
+///
+/// # Safety
+/// `q` is null or a live handle from `lowbit_quantizer_new`.
+unsafe fn handle<'a>(q: *const lowbit_quantizer) -> Result<&'a Quantizer, (lowbit_status, String)> {
+    // SAFETY: the caller's contract.
+    unsafe { q.as_ref() }.map(|h| &h.0).ok_or_else(|| null("q"))
 }
 
 unsafe fn host_call<T: Element>(
@@ -238,7 +244,7 @@ unsafe fn host(
 ) -> lowbit_status {
     guard(|| {
         // SAFETY: a live handle, or null.
-        let q = &unsafe { q.as_ref() }.ok_or_else(|| null("q"))?.0;
+        let q = unsafe { handle(q) }?;
         // SAFETY: forwarded from the caller's contract.
         let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
         // SAFETY: forwarded from the caller's contract.
@@ -369,7 +375,7 @@ unsafe fn on_device(
 ) -> lowbit_status {
     guard(|| {
         // SAFETY: a live handle, or null.
-        let q = &unsafe { q.as_ref() }.ok_or_else(|| null("q"))?.0;
+        let q = unsafe { handle(q) }?;
         // SAFETY: forwarded from the caller's contract.
         let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
         if n > 0 && (x.is_null() || out.is_null() || dy.is_some_and(|p| p.is_null())) {

@@ -136,7 +136,7 @@ impl Cuda {
         y: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        let channels = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
+        let (_, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
         let need = plan::layout(q, Direction::Forward, x.len(), channels).bytes;
         ws.reserve(stream, need)?;
         let (xp, _x) = x.device_ptr(stream);
@@ -166,7 +166,8 @@ impl Cuda {
         dx: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        let channels = check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
+        let (_, channels) =
+            check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         let need = plan::layout(q, Direction::Backward, x.len(), channels).bytes;
         ws.reserve(stream, need)?;
         let (xp, _x) = x.device_ptr(stream);
@@ -187,13 +188,13 @@ impl Cuda {
     /// Bytes of workspace a call on a tensor of `shape` needs (0 for most
     /// quantizers), for callers that size it up front.
     pub fn workspace_bytes(q: &Quantizer, shape: &[usize], backward: bool) -> Result<usize> {
-        let len = check_shape(shape, &[]).map(|_| shape.iter().product::<usize>())?;
+        let (len, channels) = check_shape(shape, &[])?;
         let dir = if backward {
             Direction::Backward
         } else {
             Direction::Forward
         };
-        Ok(plan::layout(q, dir, len, shape.last().copied().unwrap_or(1)).bytes)
+        Ok(plan::layout(q, dir, len, channels).bytes)
     }
 
     /// A workspace of `bytes`, allocated on the context's default stream and
@@ -228,8 +229,7 @@ impl Cuda {
         y: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
-        let len = check_shape(shape, &[]).map(|_| shape.iter().product::<usize>())?;
-        let channels = shape.last().copied().unwrap_or(1);
+        let (len, channels) = check_shape(shape, &[])?;
         let need = plan::layout(q, Direction::Forward, len, channels).bytes;
         let bufs = Buffers {
             x,
@@ -258,8 +258,7 @@ impl Cuda {
         dx: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
-        let len = check_shape(shape, &[]).map(|_| shape.iter().product::<usize>())?;
-        let channels = shape.last().copied().unwrap_or(1);
+        let (len, channels) = check_shape(shape, &[])?;
         let need = plan::layout(q, Direction::Backward, len, channels).bytes;
         let bufs = Buffers {
             x,
