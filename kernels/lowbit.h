@@ -30,6 +30,10 @@
  *       grid = 1, block = LOWBIT_REDUCE_THREADS, exactly.
  *   channel_mean_finalize(p, const double *partials, float scales[channels])
  *       grid = any >= 1 (LOWBIT_REDUCE_BLOCKS is fine), block = LOWBIT_REDUCE_THREADS.
+ *   row_mean_abs_<dt>(p, x, float scales[rows])
+ *       mean |x| of each of p.rows rows of p.len / p.rows contiguous elements
+ *       (XNOR-Net's first-axis scale); one block per row at a time, so
+ *       grid = any >= 1, block = LOWBIT_REDUCE_THREADS exactly.
  *   Each finalize writes what the elementwise kernels read through
  *   LowbitElementwise.reduced, so the host can pass `out` / `scales` on as is.
  *   The fixed shapes make every result a function of the input alone, the
@@ -77,6 +81,10 @@ typedef struct LowbitElementwise {
     /* Last-axis size: magnitude_aware_sign's scale of element i is
      * reduced[i % channels], so it must be >= 1 there. */
     uint64_t channels;
+    /* Elements per first-axis index: a `<q>_scaled` kernel's scale of
+     * element i is reduced[i / inner] (from row_mean_abs), so it must be >= 1
+     * there. */
+    uint64_t inner;
     /* 0 means clip_value=None: the straight-through gradient passes
      * everywhere, even at NaN and +-inf; a flag because no float value of
      * `clip` can say "no clip" without a special case. */
@@ -86,6 +94,11 @@ typedef struct LowbitElementwise {
     float clip;
     /* swish_sign's beta. */
     float beta;
+    /* ede's t (its k * t is max(t, 1)). */
+    float ede_t;
+    /* ste_heaviside: nonzero passes the gradient for 0 <= x <= clip instead
+     * of |x| <= clip. */
+    uint32_t unipolar;
     /* ste_tern's fixed threshold (used when reduced is NULL), already
      * rounded to the element type by the host. */
     float threshold;
@@ -106,8 +119,8 @@ typedef struct LowbitReduce {
     uint64_t len;
     /* Last-axis size (channel kernels only). */
     uint64_t channels;
-    /* len / channels: the count each channel's mean divides by (channel
-     * kernels only). */
+    /* Channel kernels: len / channels, the count each channel's mean
+     * divides by. row_mean_abs: the first axis, the number of rows. */
     uint64_t rows;
 } LowbitReduce;
 

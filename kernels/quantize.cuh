@@ -44,6 +44,13 @@ LOWBIT_FN float lowbit_ste_grad(float x, float dy, uint32_t has_clip, float clip
     return fabsf(x) <= clip ? dy : 0.0f;
 }
 
+// ste_heaviside(unipolar=true): dy for 0 <= x <= clip (x >= 0 without a
+// clip); NaN is outside, -0 inside.
+LOWBIT_FN float lowbit_ste_unipolar_grad(float x, float dy, uint32_t has_clip, float clip) {
+    bool inside = x >= 0.0f && (!has_clip || x <= clip);
+    return inside ? dy : 0.0f;
+}
+
 LOWBIT_FN float lowbit_heaviside(float x) {
     if (x > 0.0f) return 1.0f;
     if (isnan(x)) return x;
@@ -183,6 +190,13 @@ LOWBIT_FN float lowbit_dorefa_weights_grad(float x, float dy, float max_abs_tanh
 }
 
 // max where a NaN wins: one select, as scalar::nan_max.
+// IR-Net's EDE: dy * k*t * (1 - tanh^2(t*x)), k*t = max(t, 1).
+LOWBIT_FN float lowbit_ede_grad(float x, float dy, float t) {
+    float kt = t > 1.0f ? t : 1.0f;
+    float th = lowbit_tanh(t * x);
+    return dy * kt * (1.0f - th * th);
+}
+
 LOWBIT_FN float lowbit_nan_max(float a, float b) { return (a > b || isnan(a)) ? a : b; }
 
 // Element types: widened to f32 once on load, rounded to nearest even once on

@@ -1,5 +1,6 @@
 // reduce.cu: the reductions some quantizers need before their elementwise pass:
-// TWN's sum|x|, DoReFa's max|tanh x|, magnitude_aware_sign's per-channel mean|x|.
+// TWN's sum|x|, DoReFa's max|tanh x|, magnitude_aware_sign's per-channel mean|x|,
+// XNOR-Net's per-row mean|x|.
 //
 // Deterministic by construction: a fixed grid (LOWBIT_REDUCE_BLOCKS x
 // LOWBIT_REDUCE_THREADS) where thread t always owns the same elements and
@@ -102,6 +103,21 @@ LOWBIT_FN void channel_partial(const LowbitReduce &p, const T *x, double *partia
         partials[k] = fold_strided(x, k, p.len, items, 0.0, AddAbs());
 }
 
+// scales[r] = mean|x| of row r (XNOR-Net's first-axis scale). A block sums a
+// row with a fixed stride and tree, so the bits depend on the row alone, not
+// on the grid. Rows are block-uniform, as block_reduce needs.
+template <typename T>
+LOWBIT_FN void row_mean(const LowbitReduce &p, const T *x, float *scales) {
+    require_shape(0);
+    const uint64_t inner = p.rows == 0 ? 0 : p.len / p.rows;
+    for (uint64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
+        const double sum = block_reduce(
+            fold_strided(x + r * inner, threadIdx.x, inner, LOWBIT_REDUCE_THREADS, 0.0, AddAbs()),
+            Add());
+        if (threadIdx.x == 0) scales[r] = lowbit_mean_abs(sum, inner);
+    }
+}
+
 } // namespace
 
 #define LOWBIT_REDUCE_KERNELS(T, dt)                                                          \
@@ -123,6 +139,10 @@ LOWBIT_FN void channel_partial(const LowbitReduce &p, const T *x, double *partia
     extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
         channel_sum_abs_partial_##dt(LowbitReduce p, const T *x, double *partials) {          \
         channel_partial(p, x, partials);                                                      \
+    }                                                                                         \
+    extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
+        row_mean_abs_##dt(LowbitReduce p, const T *x, float *scales) {                        \
+        row_mean(p, x, scales);                                                               \
     }
 
 LOWBIT_REDUCE_KERNELS(float, f32)

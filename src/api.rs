@@ -3,7 +3,7 @@
 use crate::cpu;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::quantizer::Quantizer;
+use crate::quantizer::{Quantizer, WeightScale};
 
 /// Checks that every buffer holds exactly the elements `shape` describes and
 /// returns that element count and the channel count (the last axis; 1 for a
@@ -29,6 +29,16 @@ pub(crate) fn check_shape(
     Ok((expected, shape.last().copied().unwrap_or(1)))
 }
 
+/// Elements per first-axis index (XNOR-Net's output channel): the whole
+/// tensor for a scalar, 0 for an empty tensor.
+pub(crate) fn first_axis_inner(shape: &[usize], len: usize) -> usize {
+    match shape.first() {
+        Some(&rows) if rows > 0 => len / rows,
+        Some(_) => 0,
+        None => len,
+    }
+}
+
 impl Quantizer {
     /// Writes `y = q(x)` into `y`. `x` is a contiguous row-major tensor of
     /// `shape`; magnitude_aware_sign reads its last axis as the channels.
@@ -47,8 +57,11 @@ impl Quantizer {
     /// # Ok::<(), lowbit::Error>(())
     /// ```
     pub fn forward<T: Element>(&self, x: &[T], shape: &[usize], y: &mut [T]) -> Result<()> {
-        let (_, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
-        cpu::forward(self, x, channels, y);
+        let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
+        match self.scale() {
+            WeightScale::None => cpu::forward(self, x, channels, y),
+            WeightScale::FirstAxis => cpu::forward_scaled(x, first_axis_inner(shape, len), y),
+        }
         Ok(())
     }
 
@@ -73,9 +86,14 @@ impl Quantizer {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        let (_, channels) =
+        let (len, channels) =
             check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
-        cpu::backward(self, x, dy, channels, dx);
+        match self.scale() {
+            WeightScale::None => cpu::backward(self, x, dy, channels, dx),
+            WeightScale::FirstAxis => {
+                cpu::backward_scaled(self, x, dy, first_axis_inner(shape, len), dx)
+            }
+        }
         Ok(())
     }
 

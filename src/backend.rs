@@ -6,7 +6,6 @@ use std::str::FromStr;
 #[cfg(lowbit_cuda)]
 use std::sync::Arc;
 
-use crate::cpu;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::quantizer::Quantizer;
@@ -151,13 +150,14 @@ impl Backend {
         shape: &[usize],
         y: &mut [T],
     ) -> Result<()> {
-        let (_, channels) = crate::api::check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
         match &self.inner {
-            Inner::Cpu => cpu::forward(q, x, channels, y),
+            Inner::Cpu => q.forward(x, shape, y),
             #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::run(cuda, q, x, None, shape, y)?,
+            Inner::Cuda(cuda) => {
+                crate::api::check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
+                host::run(cuda, q, x, None, shape, y)
+            }
         }
-        Ok(())
     }
 
     /// [`Quantizer::backward`] on this backend, from and to host memory.
@@ -169,14 +169,15 @@ impl Backend {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        let (_, channels) =
-            crate::api::check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         match &self.inner {
-            Inner::Cpu => cpu::backward(q, x, dy, channels, dx),
+            Inner::Cpu => q.backward(x, dy, shape, dx),
             #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::run(cuda, q, x, Some(dy), shape, dx)?,
+            Inner::Cuda(cuda) => {
+                let buffers = [("x", x.len()), ("dy", dy.len()), ("dx", dx.len())];
+                crate::api::check_shape(shape, &buffers)?;
+                host::run(cuda, q, x, Some(dy), shape, dx)
+            }
         }
-        Ok(())
     }
 }
 

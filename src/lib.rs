@@ -41,7 +41,7 @@ pub use element::{DType, Element};
 pub use error::{Error, Result};
 pub use quantizer::{
     DEFAULT_BETA, DEFAULT_CLIP, DEFAULT_K_BIT, DEFAULT_TERN_THRESHOLD, DorefaMode, K_BIT_RANGE,
-    Kind, Quantizer,
+    Kind, Quantizer, WeightScale,
 };
 
 // The element types, so users need not depend on `half` themselves.

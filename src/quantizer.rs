@@ -23,6 +23,29 @@ impl DorefaMode {
     }
 }
 
+/// The per-output-channel weight scale the sign quantizers can apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WeightScale {
+    /// No scale: outputs are ±1.
+    #[default]
+    None,
+    /// XNOR-Net's α (Rastegari et al. 2016, arXiv:1603.05279): each slice
+    /// along the first axis (an output channel in PyTorch's and cuDNN's
+    /// `[out, in, kh, kw]` layout) is multiplied by its mean `|x|`, held
+    /// constant for the gradient. For channels-last layouts see
+    /// `magnitude_aware_sign`.
+    FirstAxis,
+}
+
+impl WeightScale {
+    fn as_str(self) -> &'static str {
+        match self {
+            WeightScale::None => "none",
+            WeightScale::FirstAxis => "first_axis",
+        }
+    }
+}
+
 /// The quantizers and their parameters, spelled as larq spells them.
 ///
 /// A `Kind` is unchecked; [`Quantizer::new`] validates it. A clip of `None`
@@ -35,8 +58,13 @@ pub enum Kind {
     ApproxSign,
     /// Sign with the SignSwish gradient (BNN+).
     SwishSign { beta: f32 },
-    /// 0/1 step with the straight-through estimator.
-    SteHeaviside { clip_value: Option<f32> },
+    /// 0/1 step with the straight-through estimator. `unipolar` (lowbit's
+    /// extension, for 0/1 activations) passes the gradient for
+    /// `0 ≤ x ≤ clip` instead of `|x| ≤ clip`.
+    SteHeaviside {
+        clip_value: Option<f32>,
+        unipolar: bool,
+    },
     /// Sign times the per-channel mean |x| (Bi-Real Net), channels last.
     MagnitudeAwareSign { clip_value: Option<f32> },
     /// Ternarization to {−1, 0, +1} (Ternary Weight Networks).
@@ -49,6 +77,11 @@ pub enum Kind {
     DoReFa { k_bit: u32, mode: DorefaMode },
     /// Identity, tagged with a precision (larq's `NoOp`).
     NoOp { precision: u32 },
+    /// Sign with IR-Net's Error Decay Estimator (Qin et al. 2020,
+    /// arXiv:1909.10788): `dx = dy·k·t·(1 − tanh²(t·x))`, `k = max(1/t, 1)`.
+    /// `t` grows over training; [`Quantizer::ede`] computes it from the
+    /// training progress.
+    Ede { t: f32 },
 }
 
 /// A validated quantizer: forward `y = q(x)` and backward `dx = dq/dx · dy`.
@@ -73,7 +106,10 @@ pub enum Kind {
 /// # Ok::<(), lowbit::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Quantizer(Kind);
+pub struct Quantizer {
+    kind: Kind,
+    scale: WeightScale,
+}
 
 /// Default `clip_value` of the straight-through estimators, as in larq.
 pub const DEFAULT_CLIP: f32 = 1.0;
@@ -98,6 +134,7 @@ impl Quantizer {
         "ste_tern",
         "dorefa",
         "noop",
+        "ede",
     ];
 
     /// Validates `kind` and wraps it.
@@ -105,9 +142,14 @@ impl Quantizer {
         let name = kind.name();
         match kind {
             Kind::SteSign { clip_value }
-            | Kind::SteHeaviside { clip_value }
+            | Kind::SteHeaviside { clip_value, .. }
             | Kind::MagnitudeAwareSign { clip_value } => check_clip(name, clip_value)?,
             Kind::ApproxSign => {}
+            Kind::Ede { t } => {
+                if !(t.is_finite() && t > 0.0) {
+                    return Err(invalid(name, "t", t, "a finite number > 0"));
+                }
+            }
             Kind::SwishSign { beta } => {
                 if !(beta.is_finite() && beta > 0.0) {
                     return Err(invalid(name, "beta", beta, "a finite number > 0"));
@@ -139,17 +181,71 @@ impl Quantizer {
                 }
             }
         }
-        Ok(Quantizer(kind))
+        Ok(Quantizer {
+            kind,
+            scale: WeightScale::None,
+        })
+    }
+
+    /// This quantizer with a per-output-channel weight scale. Only the sign
+    /// quantizers (`ste_sign`, `approx_sign`, `swish_sign`) take one.
+    ///
+    /// ```
+    /// use lowbit::{Quantizer, WeightScale};
+    ///
+    /// let q = "ste_sign".parse::<Quantizer>()?.with_scale(WeightScale::FirstAxis)?;
+    /// assert_eq!(q, "ste_sign(scale=first_axis)".parse()?);
+    /// // Two output channels of three weights: α = mean |w| per row.
+    /// let y = q.forward_vec(&[0.5f32, -1.0, 1.5, -3.0, 3.0, 0.0], &[2, 3])?;
+    /// assert_eq!(y, [1.0, -1.0, 1.0, -2.0, 2.0, 2.0]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    pub fn with_scale(self, scale: WeightScale) -> Result<Self> {
+        if scale != WeightScale::None && !self.kind.takes_scale() {
+            return Err(Error::UnknownParameter {
+                quantizer: self.name(),
+                key: "scale".to_string(),
+                takes: self.kind.keys(),
+            });
+        }
+        Ok(Quantizer { scale, ..self })
+    }
+
+    /// IR-Net's EDE at `progress` ∈ [0, 1] through training:
+    /// `t = 10^(log10 Tmin + (log10 Tmax − log10 Tmin)·progress)` with
+    /// `Tmin = 1e−3`, `Tmax = 10` (the paper's schedule).
+    ///
+    /// ```
+    /// use lowbit::{Kind, Quantizer};
+    ///
+    /// let q = Quantizer::ede(1.0)?;
+    /// assert_eq!(q.kind(), Kind::Ede { t: 10.0 });
+    /// assert!(Quantizer::ede(1.5).is_err());
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    pub fn ede(progress: f32) -> Result<Self> {
+        if !(0.0..=1.0).contains(&progress) {
+            return Err(invalid("ede", "progress", progress, "a number from 0 to 1"));
+        }
+        Quantizer::new(Kind::Ede {
+            t: crate::scalar::ede_t(progress),
+        })
     }
 
     /// The quantizer and its parameters.
     pub fn kind(&self) -> Kind {
-        self.0
+        self.kind
+    }
+
+    /// The per-output-channel weight scale ([`WeightScale::None`] unless
+    /// asked for).
+    pub fn scale(&self) -> WeightScale {
+        self.scale
     }
 
     /// larq's name of the quantizer, e.g. `"ste_sign"`.
     pub fn name(&self) -> &'static str {
-        self.0.name()
+        self.kind.name()
     }
 }
 
@@ -165,7 +261,16 @@ impl Kind {
             Kind::SteTern { .. } => "ste_tern",
             Kind::DoReFa { .. } => "dorefa",
             Kind::NoOp { .. } => "noop",
+            Kind::Ede { .. } => "ede",
         }
+    }
+
+    /// Whether the quantizer takes a [`WeightScale`]: the sign family.
+    fn takes_scale(&self) -> bool {
+        matches!(
+            self,
+            Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. }
+        )
     }
 
     /// The quantizer called `name` with its default parameters; `None` for an
@@ -176,7 +281,10 @@ impl Kind {
             "ste_sign" => Kind::SteSign { clip_value },
             "approx_sign" => Kind::ApproxSign,
             "swish_sign" => Kind::SwishSign { beta: DEFAULT_BETA },
-            "ste_heaviside" => Kind::SteHeaviside { clip_value },
+            "ste_heaviside" => Kind::SteHeaviside {
+                clip_value,
+                unipolar: false,
+            },
             "magnitude_aware_sign" => Kind::MagnitudeAwareSign { clip_value },
             "ste_tern" => Kind::SteTern {
                 threshold_value: DEFAULT_TERN_THRESHOLD,
@@ -188,6 +296,9 @@ impl Kind {
                 mode: DorefaMode::Activations,
             },
             "noop" => Kind::NoOp { precision: 32 },
+            "ede" => Kind::Ede {
+                t: crate::scalar::ede_t(0.0),
+            },
             _ => return None,
         })
     }
@@ -195,11 +306,12 @@ impl Kind {
     /// The parameter names this quantizer takes, in display order.
     fn keys(&self) -> &'static [&'static str] {
         match self {
-            Kind::SteSign { .. } | Kind::SteHeaviside { .. } | Kind::MagnitudeAwareSign { .. } => {
-                &["clip_value"]
-            }
-            Kind::ApproxSign => &[],
-            Kind::SwishSign { .. } => &["beta"],
+            Kind::SteSign { .. } => &["clip_value", "scale"],
+            Kind::SteHeaviside { .. } => &["clip_value", "unipolar"],
+            Kind::MagnitudeAwareSign { .. } => &["clip_value"],
+            Kind::ApproxSign => &["scale"],
+            Kind::SwishSign { .. } => &["beta", "scale"],
+            Kind::Ede { .. } => &["t", "progress"],
             Kind::SteTern { .. } => &["threshold_value", "ternary_weight_networks", "clip_value"],
             Kind::DoReFa { .. } => &["k_bit", "mode"],
             Kind::NoOp { .. } => &["precision"],
@@ -218,11 +330,22 @@ impl Kind {
         match (self, key) {
             (
                 Kind::SteSign { clip_value }
-                | Kind::SteHeaviside { clip_value }
+                | Kind::SteHeaviside { clip_value, .. }
                 | Kind::MagnitudeAwareSign { clip_value }
                 | Kind::SteTern { clip_value, .. },
                 "clip_value",
             ) => *clip_value = parse_clip(name, value)?,
+            (Kind::SteHeaviside { unipolar, .. }, "unipolar") => {
+                *unipolar = parse_bool(name, "unipolar", value)?
+            }
+            (Kind::Ede { t }, "t") => *t = parse_f32(name, "t", value)?,
+            (Kind::Ede { t }, "progress") => {
+                let progress = parse_f32(name, "progress", value)?;
+                if !(0.0..=1.0).contains(&progress) {
+                    return Err(invalid(name, "progress", value, "a number from 0 to 1"));
+                }
+                *t = crate::scalar::ede_t(progress);
+            }
             (Kind::SwishSign { beta }, "beta") => *beta = parse_f32(name, "beta", value)?,
             (
                 Kind::SteTern {
@@ -374,6 +497,7 @@ impl FromStr for Quantizer {
         let (name, pairs) = split_spec(spec)?;
         let mut kind =
             Kind::with_defaults(name).ok_or_else(|| Error::UnknownQuantizer(name.to_string()))?;
+        let mut scale = WeightScale::None;
         for (i, (key, value)) in pairs.iter().enumerate() {
             if pairs[..i].iter().any(|(k, _)| k == key) {
                 return Err(Error::DuplicateParameter {
@@ -381,15 +505,39 @@ impl FromStr for Quantizer {
                     key: key.to_string(),
                 });
             }
+            if *key == "scale" && kind.takes_scale() {
+                scale = match unquote(value) {
+                    "none" | "None" => WeightScale::None,
+                    "first_axis" => WeightScale::FirstAxis,
+                    _ => {
+                        return Err(invalid(
+                            kind.name(),
+                            "scale",
+                            value,
+                            "`none` or `first_axis`",
+                        ));
+                    }
+                };
+                continue;
+            }
             kind.set(key, value)?;
         }
-        if matches!(kind, Kind::NoOp { .. }) && !pairs.iter().any(|(k, _)| *k == "precision") {
+        let given = |key: &str| pairs.iter().any(|(k, _)| *k == key);
+        if matches!(kind, Kind::Ede { .. }) && given("t") && given("progress") {
+            return Err(invalid(
+                "ede",
+                "progress",
+                "given with t",
+                "t or progress, not both",
+            ));
+        }
+        if matches!(kind, Kind::NoOp { .. }) && !given("precision") {
             return Err(Error::MissingParameter {
                 quantizer: "noop",
                 key: "precision",
             });
         }
-        Quantizer::new(kind)
+        Quantizer::new(kind)?.with_scale(scale)
     }
 }
 
@@ -418,14 +566,37 @@ impl fmt::Display for Quantizer {
     /// back to an equal quantizer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.name();
-        match self.0 {
-            Kind::SteSign { clip_value }
-            | Kind::SteHeaviside { clip_value }
-            | Kind::MagnitudeAwareSign { clip_value } => {
+        // lowbit's extensions of larq's quantizers are written only when set,
+        // so larq's spelling stays larq's.
+        let scale = match self.scale {
+            WeightScale::None => String::new(),
+            s => format!("scale={}", s.as_str()),
+        };
+        match self.kind {
+            Kind::SteSign { clip_value } if scale.is_empty() => {
                 write!(f, "{name}(clip_value={})", ClipDisplay(clip_value))
             }
-            Kind::ApproxSign => f.write_str(name),
-            Kind::SwishSign { beta } => write!(f, "{name}(beta={})", Float(beta)),
+            Kind::SteSign { clip_value } => {
+                write!(f, "{name}(clip_value={}, {scale})", ClipDisplay(clip_value))
+            }
+            Kind::SteHeaviside {
+                clip_value,
+                unipolar: true,
+            } => write!(
+                f,
+                "{name}(clip_value={}, unipolar=true)",
+                ClipDisplay(clip_value)
+            ),
+            Kind::SteHeaviside { clip_value, .. } | Kind::MagnitudeAwareSign { clip_value } => {
+                write!(f, "{name}(clip_value={})", ClipDisplay(clip_value))
+            }
+            Kind::ApproxSign if scale.is_empty() => f.write_str(name),
+            Kind::ApproxSign => write!(f, "{name}({scale})"),
+            Kind::SwishSign { beta } if scale.is_empty() => {
+                write!(f, "{name}(beta={})", Float(beta))
+            }
+            Kind::SwishSign { beta } => write!(f, "{name}(beta={}, {scale})", Float(beta)),
+            Kind::Ede { t } => write!(f, "{name}(t={})", Float(t)),
             Kind::SteTern {
                 threshold_value,
                 ternary_weight_networks,

@@ -60,6 +60,38 @@ pub fn ste_grad(x: f32, dy: f32, clip: Option<f32>) -> f32 {
     }
 }
 
+/// The unipolar straight-through estimator (`ste_heaviside(unipolar=true)`):
+/// `dy` where `0 ≤ x ≤ clip` (or `x ≥ 0` with no clip), `+0` elsewhere; NaN
+/// is outside, `−0` inside.
+#[inline(always)]
+pub fn ste_unipolar_grad(x: f32, dy: f32, clip: Option<f32>) -> f32 {
+    let inside = x >= 0.0
+        && match clip {
+            None => true,
+            Some(c) => x <= c,
+        };
+    if inside { dy } else { 0.0 }
+}
+
+/// IR-Net's EDE schedule: `t = 10^(−3 + 4·progress)`, i.e. from `Tmin = 1e−3`
+/// at `progress = 0` to `Tmax = 10` at 1, evenly in log space. Computed in
+/// `f64` and rounded once, so `ede_t(1.0)` is exactly 10.
+pub fn ede_t(progress: f32) -> f32 {
+    let (log_min, log_max) = (-3.0f64, 1.0f64);
+    10f64.powf(log_min + (log_max - log_min) * f64::from(progress)) as f32
+}
+
+/// IR-Net's Error Decay Estimator gradient: `dy·k·t·(1 − tanh²(t·x))` with
+/// `k = max(1/t, 1)`, so `k·t = max(t, 1)` (taken exactly so). [`tanh`] is the
+/// crate's (Eigen's), as in DoReFa. At ±inf the gradient is a zero with `dy`'s
+/// sign; NaN gives NaN.
+#[inline(always)]
+pub fn ede_grad(x: f32, dy: f32, t: f32) -> f32 {
+    let kt = if t > 1.0 { t } else { 1.0 };
+    let th = tanh(t * x);
+    dy * kt * (1.0 - th * th)
+}
+
 /// `ste_heaviside` forward: 1 for x > 0, 0 for x ≤ 0 (including −0), NaN for NaN.
 #[inline(always)]
 pub fn heaviside(x: f32) -> f32 {

@@ -66,6 +66,11 @@ const SPECS: &[&str] = &[
     "dorefa(k_bit=2)",
     "dorefa(k_bit=4, mode=weights)",
     "noop(precision=32)",
+    "ste_heaviside(clip_value=0.5, unipolar=true)",
+    "ede(progress=0.6)",
+    "ste_sign(scale=first_axis)",
+    "approx_sign(scale=first_axis)",
+    "swish_sign(beta=5.0, scale=first_axis)",
 ];
 
 fn elements() -> usize {
@@ -113,14 +118,16 @@ fn random<T: Element>(n: usize, seed: u32, nan: bool) -> Vec<T> {
 /// Whether the quantizer reduces over the tensor before its elementwise pass.
 fn reduces(spec: &str) -> bool {
     spec.starts_with("magnitude_aware_sign")
+        || spec.contains("scale=first_axis")
         || spec.contains("ternary_weight_networks=true")
         || spec.contains("weights")
 }
 
-/// Where two results may differ: only magnitude_aware_sign's per-channel
-/// mean, a sum in another order (and then only in its last bits).
+/// Where two results may differ: only the per-channel and per-row means
+/// (magnitude_aware_sign, XNOR's scale), sums in another order (and then
+/// only in their last bits).
 fn tolerance(spec: &str, _backward: bool) -> f64 {
-    if spec.starts_with("magnitude_aware_sign") {
+    if spec.starts_with("magnitude_aware_sign") || spec.contains("scale=first_axis") {
         1e-5
     } else {
         0.0

@@ -98,7 +98,10 @@ fn construction_checks_like_parsing() {
         },
         Kind::SteHeaviside {
             clip_value: Some(-1.0),
+            unipolar: true,
         },
+        Kind::Ede { t: 0.0 },
+        Kind::Ede { t: f32::INFINITY },
         Kind::SwishSign { beta: 0.0 },
         Kind::SteTern {
             threshold_value: f32::INFINITY,

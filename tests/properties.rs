@@ -61,7 +61,11 @@ fn kind() -> impl Strategy<Value = Kind> {
         clip().prop_map(|clip_value| Kind::SteSign { clip_value }),
         Just(Kind::ApproxSign),
         (0.5f32..20.0).prop_map(|beta| Kind::SwishSign { beta }),
-        clip().prop_map(|clip_value| Kind::SteHeaviside { clip_value }),
+        (clip(), any::<bool>()).prop_map(|(clip_value, unipolar)| Kind::SteHeaviside {
+            clip_value,
+            unipolar
+        }),
+        (1e-3f32..10.0).prop_map(|t| Kind::Ede { t }),
         clip().prop_map(|clip_value| Kind::MagnitudeAwareSign { clip_value }),
         (
             prop_oneof![Just(0.1f32), Just(0.05), Just(0.0), 0.0f32..1.0],
@@ -164,7 +168,9 @@ impl Reference {
 
     fn forward(&self, x: f32, i: usize) -> f32 {
         match self.kind {
-            Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } => scalar::sign(x),
+            Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } | Kind::Ede { .. } => {
+                scalar::sign(x)
+            }
             Kind::SteHeaviside { .. } => scalar::heaviside(x),
             Kind::MagnitudeAwareSign { .. } => {
                 scalar::magnitude_aware_sign(x, self.scales[i % self.scales.len()])
@@ -185,8 +191,16 @@ impl Reference {
         let clip = |c: Option<f32>| c.map(T::round_f32);
         match self.kind {
             Kind::SteSign { clip_value }
-            | Kind::SteHeaviside { clip_value }
+            | Kind::SteHeaviside {
+                clip_value,
+                unipolar: false,
+            }
             | Kind::SteTern { clip_value, .. } => scalar::ste_grad(x, dy, clip(clip_value)),
+            Kind::SteHeaviside {
+                clip_value,
+                unipolar: true,
+            } => scalar::ste_unipolar_grad(x, dy, clip(clip_value)),
+            Kind::Ede { t } => scalar::ede_grad(x, dy, t),
             Kind::ApproxSign => scalar::approx_sign_grad(x, dy),
             Kind::SwishSign { beta } => scalar::swish_sign_grad(x, dy, beta),
             Kind::MagnitudeAwareSign { clip_value } => scalar::magnitude_aware_sign_grad(
@@ -288,7 +302,9 @@ fn check_range<T: Element>(kind: Kind, x: f32, y: f32) -> Result<(), TestCaseErr
         return Ok(());
     }
     let ok = match kind {
-        Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } => y == 1.0 || y == -1.0,
+        Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } | Kind::Ede { .. } => {
+            y == 1.0 || y == -1.0
+        }
         Kind::SteHeaviside { .. } => y == 0.0 || y == 1.0,
         Kind::SteTern { .. } => y == -1.0 || y == 0.0 || y == 1.0 || y.is_nan(),
         Kind::DoReFa { k_bit, mode } => {
@@ -337,8 +353,22 @@ fn check_zero_gradient<T: Element>(
     };
     let expect = match kind {
         Kind::SteSign { clip_value }
-        | Kind::SteHeaviside { clip_value }
+        | Kind::SteHeaviside {
+            clip_value,
+            unipolar: false,
+        }
         | Kind::SteTern { clip_value, .. } => window(clip_value),
+        Kind::SteHeaviside {
+            clip_value,
+            unipolar: true,
+        } => {
+            let below_clip = clip_value.is_none_or(|c| x <= T::round_f32(c));
+            if x >= 0.0 && below_clip {
+                Expect::Dy
+            } else {
+                Expect::PlusZero
+            }
+        }
         Kind::MagnitudeAwareSign { clip_value } => match window(clip_value) {
             Expect::Dy => Expect::Other,
             e => e,

@@ -18,11 +18,13 @@ fn defaults_follow_larq_and_the_seed_document() {
             },
         ),
         ("approx_sign", Kind::ApproxSign),
+        ("ede", Kind::Ede { t: 1e-3 }),
         ("swish_sign", Kind::SwishSign { beta: 5.0 }),
         (
             "ste_heaviside",
             Kind::SteHeaviside {
                 clip_value: Some(1.0),
+                unipolar: false,
             },
         ),
         (
@@ -141,7 +143,11 @@ fn kind() -> impl Strategy<Value = Kind> {
         clip().prop_map(|clip_value| Kind::SteSign { clip_value }),
         Just(Kind::ApproxSign),
         (1e-6f32..1e6).prop_map(|beta| Kind::SwishSign { beta }),
-        clip().prop_map(|clip_value| Kind::SteHeaviside { clip_value }),
+        (clip(), any::<bool>()).prop_map(|(clip_value, unipolar)| Kind::SteHeaviside {
+            clip_value,
+            unipolar
+        }),
+        (1e-6f32..1e6).prop_map(|t| Kind::Ede { t }),
         clip().prop_map(|clip_value| Kind::MagnitudeAwareSign { clip_value }),
         (0f32..1e3, any::<bool>(), clip()).prop_map(|(t, w, c)| Kind::SteTern {
             threshold_value: t,

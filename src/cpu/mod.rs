@@ -30,12 +30,14 @@ const BLOCK: usize = 1024;
 /// caller checked); `channels` is only read by magnitude_aware_sign.
 pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &mut [T]) {
     match q.kind() {
-        Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } => map1(
-            x,
-            y,
-            #[inline(always)]
-            |x, y, _| each1(x, y, scalar::sign),
-        ),
+        Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } | Kind::Ede { .. } => {
+            map1(
+                x,
+                y,
+                #[inline(always)]
+                |x, y, _| each1(x, y, scalar::sign),
+            )
+        }
         Kind::SteHeaviside { .. } => map1(
             x,
             y,
@@ -125,7 +127,10 @@ pub(crate) fn backward<T: Element>(
 ) {
     match q.kind() {
         Kind::SteSign { clip_value }
-        | Kind::SteHeaviside { clip_value }
+        | Kind::SteHeaviside {
+            clip_value,
+            unipolar: false,
+        }
         | Kind::SteTern { clip_value, .. } => match clip_value {
             None => copy(dy, dx),
             Some(clip) => {
@@ -147,6 +152,42 @@ pub(crate) fn backward<T: Element>(
                 )
             }
         },
+        Kind::SteHeaviside {
+            clip_value,
+            unipolar: true,
+        } => {
+            let clip = clip_value.map(T::round_f32);
+            map2(
+                x,
+                dy,
+                dx,
+                #[inline(always)]
+                |x, dy, dx, _| {
+                    each2(
+                        x,
+                        dy,
+                        dx,
+                        #[inline(always)]
+                        move |x, dy| scalar::ste_unipolar_grad(x, dy, clip),
+                    )
+                },
+            )
+        }
+        Kind::Ede { t } => map2(
+            x,
+            dy,
+            dx,
+            #[inline(always)]
+            |x, dy, dx, _| {
+                each2(
+                    x,
+                    dy,
+                    dx,
+                    #[inline(always)]
+                    move |x, dy| scalar::ede_grad(x, dy, t),
+                )
+            },
+        ),
         Kind::ApproxSign => map2(
             x,
             dy,
@@ -219,6 +260,74 @@ pub(crate) fn backward<T: Element>(
         },
         Kind::NoOp { .. } => copy(dy, dx),
     }
+}
+
+/// `y = α_r·sign(x)` for a sign quantizer with [`WeightScale::FirstAxis`]:
+/// `α_r` is the mean |x| of row `r`, the `inner` contiguous elements of one
+/// first-axis index.
+///
+/// [`WeightScale::FirstAxis`]: crate::WeightScale::FirstAxis
+pub(crate) fn forward_scaled<T: Element>(x: &[T], inner: usize, y: &mut [T]) {
+    if inner == 0 {
+        return;
+    }
+    let scales = reduce::row_mean_abs(x, inner);
+    map1(
+        x,
+        y,
+        #[inline(always)]
+        |x, y, offset| each1_rows(x, y, offset, inner, &scales, scalar::magnitude_aware_sign),
+    )
+}
+
+/// The scaled sign's gradient: the quantizer's own gradient of `α_r·dy`,
+/// `α_r` held constant (as `magnitude_aware_sign` does with its scale).
+pub(crate) fn backward_scaled<T: Element>(
+    q: &Quantizer,
+    x: &[T],
+    dy: &[T],
+    inner: usize,
+    dx: &mut [T],
+) {
+    if inner == 0 {
+        return;
+    }
+    let scales = reduce::row_mean_abs(x, inner);
+    let s = &scales;
+    match q.kind() {
+        Kind::SteSign { clip_value } => {
+            let clip = clip_value.map(T::round_f32);
+            map2_rows(x, dy, dx, inner, s, move |x, dy, s| {
+                scalar::ste_grad(x, s * dy, clip)
+            })
+        }
+        Kind::ApproxSign => map2_rows(x, dy, dx, inner, s, |x, dy, s| {
+            scalar::approx_sign_grad(x, s * dy)
+        }),
+        Kind::SwishSign { beta } => map2_rows(x, dy, dx, inner, s, move |x, dy, s| {
+            scalar::swish_sign_grad(x, s * dy, beta)
+        }),
+        // Quantizer::with_scale admits only the sign family.
+        _ => unreachable!("{} takes no weight scale", q.name()),
+    }
+}
+
+/// [`map2`] with `f(x, dy, α_r)`, `α_r` the scale of the element's row.
+fn map2_rows<T: Element>(
+    x: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    inner: usize,
+    scales: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Copy + Sync,
+) {
+    map2(
+        x,
+        dy,
+        dx,
+        #[inline(always)]
+        |x, dy, dx, offset| each2_rows(x, dy, dx, offset, inner, scales, f),
+    )
 }
 
 fn copy<T: Element>(src: &[T], dst: &mut [T]) {
@@ -368,6 +477,46 @@ fn each2_channels(
         let (x, dy, dx) = (&x[range.clone()], &dy[range.clone()], &mut dx[range]);
         let s = &scales[channel..channel + len];
         for (dx, ((&x, &dy), &s)) in dx.iter_mut().zip(x.iter().zip(dy).zip(s)) {
+            *dx = f(x, dy, s);
+        }
+    }
+}
+
+/// [`each1_channels`] for a per-row scale: rows of `inner` elements.
+#[inline(always)]
+fn each1_rows(
+    x: &[f32],
+    y: &mut [f32],
+    offset: usize,
+    inner: usize,
+    scales: &[f32],
+    f: impl Fn(f32, f32) -> f32,
+) {
+    // channel_runs with `inner` as the row width splits at row boundaries.
+    for (start, _, len) in channel_runs(x.len(), offset, inner) {
+        let s = scales[(offset + start) / inner];
+        for (y, &x) in y[start..start + len].iter_mut().zip(&x[start..start + len]) {
+            *y = f(x, s);
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn each2_rows(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    offset: usize,
+    inner: usize,
+    scales: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    for (start, _, len) in channel_runs(x.len(), offset, inner) {
+        let s = scales[(offset + start) / inner];
+        let range = start..start + len;
+        let (x, dy, dx) = (&x[range.clone()], &dy[range.clone()], &mut dx[range]);
+        for (dx, (&x, &dy)) in dx.iter_mut().zip(x.iter().zip(dy)) {
             *dx = f(x, dy, s);
         }
     }

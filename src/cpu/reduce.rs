@@ -13,29 +13,37 @@ use crate::scalar;
 
 /// Σ|x| over the whole tensor.
 pub(super) fn sum_abs<T: Element>(x: &[T]) -> f64 {
-    let partials: Vec<f64> = x
-        .par_chunks(CHUNK)
-        .map(|chunk| {
-            let mut buf = [0f32; BLOCK];
-            // Eight independent accumulators let the loop vectorize; their
-            // order is fixed, so the sum stays deterministic.
-            let mut acc = [0f64; 8];
-            for block in chunk.chunks(BLOCK) {
-                let x = T::read(block, &mut buf);
-                let mut lanes = x.chunks_exact(8);
-                for v in &mut lanes {
-                    for (a, &v) in acc.iter_mut().zip(v) {
-                        *a += f64::from(v.abs());
-                    }
-                }
-                for (a, &v) in acc.iter_mut().zip(lanes.remainder()) {
-                    *a += f64::from(v.abs());
-                }
-            }
-            acc.iter().sum::<f64>()
-        })
-        .collect();
+    let partials: Vec<f64> = x.par_chunks(CHUNK).map(sum_abs_serial).collect();
     partials.iter().sum()
+}
+
+/// Σ|x| of one slice on one thread.
+fn sum_abs_serial<T: Element>(x: &[T]) -> f64 {
+    let mut buf = [0f32; BLOCK];
+    // Eight independent accumulators let the loop vectorize; their order is
+    // fixed, so the sum stays deterministic.
+    let mut acc = [0f64; 8];
+    for block in x.chunks(BLOCK) {
+        let x = T::read(block, &mut buf);
+        let mut lanes = x.chunks_exact(8);
+        for v in &mut lanes {
+            for (a, &v) in acc.iter_mut().zip(v) {
+                *a += f64::from(v.abs());
+            }
+        }
+        for (a, &v) in acc.iter_mut().zip(lanes.remainder()) {
+            *a += f64::from(v.abs());
+        }
+    }
+    acc.iter().sum::<f64>()
+}
+
+/// Mean |x| of each row of `inner` contiguous elements (XNOR-Net's
+/// first-axis scale). A row is summed by one thread, in a fixed order.
+pub(super) fn row_mean_abs<T: Element>(x: &[T], inner: usize) -> Vec<f32> {
+    x.par_chunks(inner)
+        .map(|row| scalar::mean_abs(sum_abs_serial(row), inner))
+        .collect()
 }
 
 /// max |tanh x| over the whole tensor, NaN if any element is NaN.

@@ -18,7 +18,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::api::check_shape;
+use crate::api::{check_shape, first_axis_inner};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::quantizer::Quantizer;
@@ -136,8 +136,9 @@ impl Cuda {
         y: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        let (_, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
-        let need = plan::layout(q, Direction::Forward, x.len(), channels).bytes;
+        let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
+        let inner = first_axis_inner(shape, len);
+        let need = plan::layout(q, Direction::Forward, len, channels, inner).bytes;
         ws.reserve(stream, need)?;
         let (xp, _x) = x.device_ptr(stream);
         let (yp, _y) = y.device_ptr_mut(stream);
@@ -148,7 +149,7 @@ impl Cuda {
             out: yp,
             workspace: wp,
         };
-        let steps = plan::plan(q, Direction::Forward, T::DTYPE, x.len(), channels, bufs);
+        let steps = plan::plan(q, Direction::Forward, T::DTYPE, len, channels, inner, bufs);
         // SAFETY: the pointers come from live cudarc buffers of the checked
         // lengths, ordered on `stream` by the guards above.
         unsafe { self.run(&steps, stream.cu_stream()) }
@@ -166,9 +167,10 @@ impl Cuda {
         dx: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        let (_, channels) =
+        let (len, channels) =
             check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
-        let need = plan::layout(q, Direction::Backward, x.len(), channels).bytes;
+        let inner = first_axis_inner(shape, len);
+        let need = plan::layout(q, Direction::Backward, len, channels, inner).bytes;
         ws.reserve(stream, need)?;
         let (xp, _x) = x.device_ptr(stream);
         let (dyp, _dy) = dy.device_ptr(stream);
@@ -180,7 +182,7 @@ impl Cuda {
             out: dxp,
             workspace: wp,
         };
-        let steps = plan::plan(q, Direction::Backward, T::DTYPE, x.len(), channels, bufs);
+        let steps = plan::plan(q, Direction::Backward, T::DTYPE, len, channels, inner, bufs);
         // SAFETY: as in `forward`.
         unsafe { self.run(&steps, stream.cu_stream()) }
     }
@@ -189,12 +191,13 @@ impl Cuda {
     /// quantizers), for callers that size it up front.
     pub fn workspace_bytes(q: &Quantizer, shape: &[usize], backward: bool) -> Result<usize> {
         let (len, channels) = check_shape(shape, &[])?;
+        let inner = first_axis_inner(shape, len);
         let dir = if backward {
             Direction::Backward
         } else {
             Direction::Forward
         };
-        Ok(plan::layout(q, dir, len, channels).bytes)
+        Ok(plan::layout(q, dir, len, channels, inner).bytes)
     }
 
     /// A workspace of `bytes`, allocated on the context's default stream and
@@ -230,14 +233,15 @@ impl Cuda {
         ws: &Workspace,
     ) -> Result<()> {
         let (len, channels) = check_shape(shape, &[])?;
-        let need = plan::layout(q, Direction::Forward, len, channels).bytes;
+        let inner = first_axis_inner(shape, len);
+        let need = plan::layout(q, Direction::Forward, len, channels, inner).bytes;
         let bufs = Buffers {
             x,
             dy: 0,
             out: y,
             workspace: ws.raw(need)?,
         };
-        let steps = plan::plan(q, Direction::Forward, dtype, len, channels, bufs);
+        let steps = plan::plan(q, Direction::Forward, dtype, len, channels, inner, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
         unsafe { self.run(&steps, stream) }
     }
@@ -259,14 +263,15 @@ impl Cuda {
         ws: &Workspace,
     ) -> Result<()> {
         let (len, channels) = check_shape(shape, &[])?;
-        let need = plan::layout(q, Direction::Backward, len, channels).bytes;
+        let inner = first_axis_inner(shape, len);
+        let need = plan::layout(q, Direction::Backward, len, channels, inner).bytes;
         let bufs = Buffers {
             x,
             dy,
             out: dx,
             workspace: ws.raw(need)?,
         };
-        let steps = plan::plan(q, Direction::Backward, dtype, len, channels, bufs);
+        let steps = plan::plan(q, Direction::Backward, dtype, len, channels, inner, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
         unsafe { self.run(&steps, stream) }
     }

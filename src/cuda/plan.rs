@@ -9,7 +9,7 @@ use super::sys::{
     LowbitElementwise, LowbitReduce,
 };
 use crate::element::DType;
-use crate::quantizer::{DorefaMode, Kind, Quantizer};
+use crate::quantizer::{DorefaMode, Kind, Quantizer, WeightScale};
 
 /// Forward (`y = q(x)`) or backward (`dx = dq/dx · dy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +79,13 @@ enum Reduction {
     TwnThreshold,
     MaxAbsTanh,
     ChannelMeanAbs,
+    RowMeanAbs,
 }
 
 fn reduction(q: &Quantizer, dir: Direction) -> Reduction {
+    if q.scale() == WeightScale::FirstAxis {
+        return Reduction::RowMeanAbs;
+    }
     match (q.kind(), dir) {
         (
             Kind::SteTern {
@@ -104,9 +108,15 @@ fn reduction(q: &Quantizer, dir: Direction) -> Reduction {
 
 const ALIGN: usize = 256;
 
-/// The workspace a call needs for a tensor of `len` elements and `channels`
-/// channels (the last axis).
-pub(crate) fn layout(q: &Quantizer, dir: Direction, len: usize, channels: usize) -> Layout {
+/// The workspace a call needs for a tensor of `len` elements, `channels`
+/// channels (the last axis) and `inner` elements per first-axis index.
+pub(crate) fn layout(
+    q: &Quantizer,
+    dir: Direction,
+    len: usize,
+    channels: usize,
+    inner: usize,
+) -> Layout {
     let blocks = LOWBIT_REDUCE_BLOCKS as usize;
     let (partials, reduced) = match reduction(q, dir) {
         Reduction::None => {
@@ -122,6 +132,8 @@ pub(crate) fn layout(q: &Quantizer, dir: Direction, len: usize, channels: usize)
             let grid = blocks * LOWBIT_REDUCE_THREADS as usize;
             ((grid + channels).min(len.max(1)) * 8, channels.max(1) * 4)
         }
+        // No partials: one block sums a whole row.
+        Reduction::RowMeanAbs => (0, rows(len, inner).max(1) * 4),
     };
     let offset = partials.div_ceil(ALIGN) * ALIGN;
     Layout {
@@ -130,8 +142,22 @@ pub(crate) fn layout(q: &Quantizer, dir: Direction, len: usize, channels: usize)
     }
 }
 
+/// First-axis size from the element count and the elements per index.
+fn rows(len: usize, inner: usize) -> usize {
+    if inner == 0 { 0 } else { len / inner }
+}
+
 /// The kernel family name of a quantizer: `<name>_<fwd|bwd>_<dtype>`.
 fn kernel_prefix(q: &Quantizer) -> Option<&'static str> {
+    if q.scale() == WeightScale::FirstAxis {
+        return match q.kind() {
+            Kind::SteSign { .. } => Some("ste_sign_scaled"),
+            Kind::ApproxSign => Some("approx_sign_scaled"),
+            Kind::SwishSign { .. } => Some("swish_sign_scaled"),
+            // Quantizer::with_scale admits only the sign family.
+            _ => None,
+        };
+    }
     Some(match q.kind() {
         Kind::SteSign { .. } => "ste_sign",
         Kind::ApproxSign => "approx_sign",
@@ -147,6 +173,7 @@ fn kernel_prefix(q: &Quantizer) -> Option<&'static str> {
             mode: DorefaMode::Weights,
             ..
         } => "dorefa_weights",
+        Kind::Ede { .. } => "ede",
         Kind::NoOp { .. } => return None,
     })
 }
@@ -168,17 +195,19 @@ fn elementwise_params(
     dtype: DType,
     len: usize,
     channels: usize,
+    inner: usize,
     reduced: u64,
 ) -> LowbitElementwise {
     let mut p = LowbitElementwise {
         len: len as u64,
         channels: channels as u64,
+        inner: inner as u64,
         reduced: std::ptr::null(),
         ..Default::default()
     };
     let clip = match q.kind() {
         Kind::SteSign { clip_value }
-        | Kind::SteHeaviside { clip_value }
+        | Kind::SteHeaviside { clip_value, .. }
         | Kind::MagnitudeAwareSign { clip_value }
         | Kind::SteTern { clip_value, .. } => clip_value,
         _ => None,
@@ -193,6 +222,8 @@ fn elementwise_params(
             threshold_value, ..
         } => p.threshold = dtype.round(threshold_value),
         Kind::DoReFa { k_bit, .. } => p.levels = crate::scalar::dorefa_levels(k_bit),
+        Kind::SteHeaviside { unipolar, .. } => p.unipolar = u32::from(unipolar),
+        Kind::Ede { t } => p.ede_t = t,
         _ => {}
     }
     if reduced != 0 {
@@ -208,14 +239,16 @@ fn elementwise_grid(len: usize, dtype: DType) -> u32 {
     len.div_ceil(per_block).clamp(1, 1 << 20) as u32
 }
 
-/// Every step of one call. `len` is the element count and `channels` the
-/// last axis; the caller has checked the buffers against them.
+/// Every step of one call. `len` is the element count, `channels` the last
+/// axis and `inner` the elements per first-axis index; the caller has checked
+/// the buffers against them.
 pub(crate) fn plan(
     q: &Quantizer,
     dir: Direction,
     dtype: DType,
     len: usize,
     channels: usize,
+    inner: usize,
     bufs: Buffers,
 ) -> Vec<Step> {
     if len == 0 {
@@ -232,14 +265,13 @@ pub(crate) fn plan(
             bytes: len * dtype.size(),
         }];
     };
-    let lay = layout(q, dir, len, channels);
+    let lay = layout(q, dir, len, channels, inner);
     let partials = bufs.workspace;
     let reduced = bufs.workspace + lay.reduced as u64;
-    let rows = len / channels.max(1);
     let reduce = LowbitReduce {
         len: len as u64,
         channels: channels as u64,
-        rows: rows as u64,
+        rows: (len / channels.max(1)) as u64,
     };
     let launch = |kernel: String, grid: u32, block: u32, args: Vec<Arg>| Step::Launch {
         kernel,
@@ -252,6 +284,17 @@ pub(crate) fn plan(
     let mut steps = Vec::with_capacity(3);
     let (partial, finalize, finalize_grid) = match reduction(q, dir) {
         Reduction::None => (None, None, 1),
+        Reduction::RowMeanAbs => {
+            let rows = rows(len, inner);
+            let reduce = LowbitReduce {
+                rows: rows as u64,
+                ..reduce
+            };
+            let args = vec![Arg::Reduce(reduce), Arg::Ptr(bufs.x), Arg::Ptr(reduced)];
+            let grid = rows.clamp(1, 1 << 16) as u32;
+            steps.push(launch(format!("row_mean_abs_{dt}"), grid, threads, args));
+            (None, None, 1)
+        }
         Reduction::TwnThreshold => (
             Some(format!("sum_abs_partial_{dt}")),
             Some(format!("twn_threshold_finalize_{dt}")),
@@ -280,6 +323,7 @@ pub(crate) fn plan(
         dtype,
         len,
         channels,
+        inner,
         if uses_reduced { reduced } else { 0 },
     );
     let mut args = vec![Arg::Elementwise(params), Arg::Ptr(bufs.x)];
@@ -332,6 +376,11 @@ mod tests {
         "dorefa",
         "dorefa(mode=weights)",
         "noop(precision=1)",
+        "ste_heaviside(unipolar=true)",
+        "ede(progress=0.5)",
+        "ste_sign(scale=first_axis)",
+        "approx_sign(scale=first_axis)",
+        "swish_sign(scale=first_axis)",
     ];
 
     #[test]
@@ -340,7 +389,7 @@ mod tests {
         for spec in SPECS {
             for dir in [Direction::Forward, Direction::Backward] {
                 for dtype in [DType::F32, DType::F16, DType::BF16] {
-                    for step in plan(&q(spec), dir, dtype, 1000, 10, BUFS) {
+                    for step in plan(&q(spec), dir, dtype, 1000, 10, 100, BUFS) {
                         if let Step::Launch { kernel, .. } = step {
                             assert!(
                                 entries.contains(&kernel),
@@ -361,6 +410,7 @@ mod tests {
             DType::F16,
             5000,
             5000,
+            1,
             BUFS,
         );
         let [
@@ -393,7 +443,7 @@ mod tests {
     #[test]
     fn reductions_run_before_the_elementwise_kernel_and_feed_it() {
         let q = q("magnitude_aware_sign");
-        let steps = plan(&q, Direction::Forward, DType::F32, 64 * 100, 64, BUFS);
+        let steps = plan(&q, Direction::Forward, DType::F32, 64 * 100, 64, 64, BUFS);
         let names: Vec<_> = steps
             .iter()
             .map(|s| match s {
@@ -409,7 +459,7 @@ mod tests {
                 ("magnitude_aware_sign_fwd_f32", 7)
             ]
         );
-        let lay = layout(&q, Direction::Forward, 6400, 64);
+        let lay = layout(&q, Direction::Forward, 6400, 64, 64);
         let Step::Launch { args, .. } = &steps[2] else {
             panic!()
         };
@@ -426,14 +476,14 @@ mod tests {
     fn twn_reduces_only_in_the_forward_pass() {
         let q = q("ste_tern(ternary_weight_networks=true)");
         assert_eq!(
-            plan(&q, Direction::Forward, DType::BF16, 10, 10, BUFS).len(),
+            plan(&q, Direction::Forward, DType::BF16, 10, 10, 10, BUFS).len(),
             3
         );
         assert_eq!(
-            plan(&q, Direction::Backward, DType::BF16, 10, 10, BUFS).len(),
+            plan(&q, Direction::Backward, DType::BF16, 10, 10, 10, BUFS).len(),
             1
         );
-        assert_eq!(layout(&q, Direction::Backward, 10, 10).bytes, 0);
+        assert_eq!(layout(&q, Direction::Backward, 10, 10, 10).bytes, 0);
     }
 
     #[test]
@@ -444,6 +494,7 @@ mod tests {
             DType::F32,
             10,
             10,
+            1,
             BUFS,
         );
         assert!(matches!(
@@ -455,7 +506,60 @@ mod tests {
             }]
         ));
         for spec in SPECS {
-            assert!(plan(&q(spec), Direction::Forward, DType::F32, 0, 0, BUFS).is_empty());
+            assert!(plan(&q(spec), Direction::Forward, DType::F32, 0, 0, 0, BUFS).is_empty());
         }
+    }
+
+    #[test]
+    fn scaled_signs_reduce_rows_into_the_workspace_then_read_them() {
+        // 4 output channels of 3×5 weights: row_mean_abs writes 4 scales.
+        let q = q("approx_sign(scale=first_axis)");
+        let lay = layout(&q, Direction::Backward, 60, 5, 15);
+        assert_eq!((lay.reduced, lay.bytes), (0, 16));
+        let steps = plan(&q, Direction::Backward, DType::F32, 60, 5, 15, BUFS);
+        let [
+            Step::Launch {
+                kernel: reduce,
+                args: reduce_args,
+                ..
+            },
+            Step::Launch {
+                kernel: elementwise,
+                args,
+                ..
+            },
+        ] = &steps[..]
+        else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(reduce, "row_mean_abs_f32");
+        let Arg::Reduce(r) = reduce_args[0] else {
+            panic!("{reduce_args:?}")
+        };
+        assert_eq!((r.len, r.rows), (60, 4));
+        assert!(matches!(reduce_args[2], Arg::Ptr(0x4000)));
+        assert_eq!(elementwise, "approx_sign_scaled_bwd_f32");
+        let Arg::Elementwise(p) = args[0] else {
+            panic!("{args:?}")
+        };
+        assert_eq!((p.inner, p.reduced as u64), (15, 0x4000));
+    }
+
+    #[test]
+    fn ede_and_unipolar_parameters_reach_the_kernel() {
+        let params = |spec: &str| {
+            let steps = plan(&q(spec), Direction::Backward, DType::F32, 8, 8, 1, BUFS);
+            match &steps[..] {
+                [Step::Launch { args, .. }] => match args[0] {
+                    Arg::Elementwise(p) => p,
+                    _ => panic!("{args:?}"),
+                },
+                _ => panic!("{steps:?}"),
+            }
+        };
+        assert_eq!(params("ede(t=2.5)").ede_t, 2.5);
+        let p = params("ste_heaviside(clip_value=0.5, unipolar=true)");
+        assert_eq!((p.unipolar, p.has_clip, p.clip), (1, 1, 0.5));
+        assert_eq!(params("ste_heaviside").unipolar, 0);
     }
 }
