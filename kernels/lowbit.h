@@ -6,7 +6,8 @@
  * Function-like macros are for the C side and documentation; bindgen skips
  * them, so the Rust host re-derives those formulas (each is one line).
  *
- * Launch contract (all kernels are extern "C", in elementwise.ptx / reduce.ptx):
+ * Launch contract (all kernels are extern "C", in elementwise.ptx / reduce.ptx /
+ * bits.ptx):
  *
  * Elementwise, `<q>_fwd_<dt>(LowbitElementwise p, const T *x, T *y)` and
  * `<q>_bwd_<dt>(LowbitElementwise p, const T *x, const T *dy, T *dx)`:
@@ -38,6 +39,20 @@
  *   LowbitElementwise.reduced, so the host can pass `out` / `scales` on as is.
  *   The fixed shapes make every result a function of the input alone, the
  *   same bits on every device and every run.
+ *
+ * Bits (bits.cu; LCE's layout: bit j of word w of a row is channel 32w + j,
+ * 1 where x < 0, padding bits 0; see src/bits.rs):
+ *   pack_<dt>(LowbitBits p, const T *x, uint32_t *packed)
+ *   unpack_<dt>(LowbitBits p, const uint32_t *packed, T *y)
+ *   flip_count_<dt>(LowbitBits p, const T *x, uint32_t *previous,
+ *                   unsigned long long *flipped)
+ *       packs x into previous and, when p.has_previous, adds the number of
+ *       bits that changed to *flipped (which the host zeroes first).
+ *   block = LOWBIT_THREADS (or any multiple of 32 below it: one warp per word);
+ *   grid  = any >= 1 (warp-stride loops); the host uses
+ *           min(ceil(rows * words / (LOWBIT_THREADS / 32)), LOWBIT_BITS_BLOCKS).
+ *   Skip the launch when rows * words == 0. Results do not depend on the
+ *   grid: every word is computed alone, and flips are added as integers.
  */
 #ifndef LOWBIT_H
 #define LOWBIT_H
@@ -49,6 +64,10 @@
 /* Bytes each elementwise thread moves per access (4 f32 or 8 f16/bf16); the
  * host divides by sizeof(T) to size the grid. */
 #define LOWBIT_VECTOR_BYTES 16
+
+/* Most blocks a bit kernel is launched with: flip_count does one global
+ * atomic add per block, and the warps loop over the words past that. */
+#define LOWBIT_BITS_BLOCKS 4096
 
 /* Fixed grid of every reduction: results do not depend on the device. */
 #define LOWBIT_REDUCE_BLOCKS 256
@@ -123,5 +142,22 @@ typedef struct LowbitReduce {
      * divides by. row_mean_abs: the first axis, the number of rows. */
     uint64_t rows;
 } LowbitReduce;
+
+/* Parameters of the bit kernels, passed by value. A tensor is `rows` rows
+ * of `channels` values; each row packs into `words` 32-bit words. */
+typedef struct LowbitBits {
+    /* The product of every axis but the last. */
+    uint64_t rows;
+    /* The last axis: values per row, bits per packed row. */
+    uint64_t channels;
+    /* ceil(channels / 32), computed once on the host. */
+    uint64_t words;
+    /* flip_count only: 0 on a metric's first update, when `previous` holds
+     * no signs yet, so nothing is counted. */
+    uint32_t has_previous;
+    /* unpack only: NULL for +-1, else `channels` floats (device memory),
+     * channel c unpacking to +-scale[c]. */
+    const float *scale;
+} LowbitBits;
 
 #endif /* LOWBIT_H */

@@ -189,6 +189,17 @@ LOWBIT_FN float lowbit_dorefa_weights_grad(float x, float dy, float max_abs_tanh
     return (dy * 2.0f / denom) * (1.0f - t * t);
 }
 
+// The packed bit of lowbit_sign(x): 1 for -1, that is x < 0; +-0 and NaN give 0.
+LOWBIT_FN uint32_t lowbit_sign_bit(float x) { return x < 0.0f ? 1u : 0u; }
+
+// The value of a packed bit (its lowest bit) times its channel's scale.
+LOWBIT_FN float lowbit_unpack_bit(uint32_t bit, float scale) { return (bit & 1u) ? -scale : scale; }
+
+// Signs that differ between two packed words.
+LOWBIT_FN uint32_t lowbit_flips(uint32_t previous, uint32_t next) {
+    return (uint32_t)__popc(previous ^ next);
+}
+
 // max where a NaN wins: one select, as scalar::nan_max.
 // IR-Net's EDE: dy * k*t * (1 - tanh^2(t*x)), k*t = max(t, 1).
 LOWBIT_FN float lowbit_ede_grad(float x, float dy, float t) {

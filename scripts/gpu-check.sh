@@ -7,7 +7,8 @@
 # There:  the device tool's run, with carry [".gpu"] and the command
 #         bash .gpu/run.sh
 #         runs every reference case on the GPU, GPU versus CPU on random
-#         tensors (2^20 + 3 and 2^28 elements), the GPU bandwidth table beside a
+#         tensors (2^20 + 3 and 2^28 elements), bit packing and the flip
+#         ratio GPU versus CPU, the GPU bandwidth table beside a
 #         device-to-device copy and PyTorch eager, and writes logs under $OUT.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +17,7 @@ cd "$root"
 export NVCC="${NVCC:-$(bash scripts/cuda-toolchain.sh)/nvcc}"
 export LOWBIT_REQUIRE_CUDA=1
 
-exes=$(cargo test --release --no-run --message-format=json --test backends --test golden 2>/dev/null |
+exes=$(cargo test --release --no-run --message-format=json --test backends --test golden --test bits_backends 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -42,6 +43,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 ./golden 2>&1 | tee "$out/golden.txt" | tail -3 || status=1
 ./backends 2>&1 | tee "$out/backends.txt" | grep -E '^(test|[0-9]+ passed)' || status=1
 LOWBIT_TEST_ELEMENTS=268435456 ./backends agrees 2>&1 | tee "$out/backends-2e28.txt" | grep -E '^(test|[0-9]+ passed)' || status=1
+./bits_backends 2>&1 | tee "$out/bits_backends.txt" | grep -E '^(test|[0-9]+ passed)' || status=1
 ./lowbit info 2>&1 | tee "$out/info.txt"
 ./lowbit bench --device cuda --size 268435456 --json > "$out/bench.json" 2> "$out/bench.err" || status=1
 python3 torch_peer.py > "$out/torch.tsv" 2> "$out/torch.err" || echo "torch peer failed (see torch.err)"

@@ -54,6 +54,25 @@ pub enum Error {
         len: usize,
     },
 
+    /// A packed buffer whose length is not the number of 32-bit words the
+    /// tensor of `shape` packs into (see [`crate::bits`]).
+    #[error("shape {shape:?} packs into {expected} 32-bit words, but `{buffer}` has {len}")]
+    PackedMismatch {
+        shape: Vec<usize>,
+        expected: usize,
+        buffer: &'static str,
+        len: usize,
+    },
+
+    /// A per-channel scale whose length is not the channel count (the last
+    /// axis of `shape`).
+    #[error("shape {shape:?} has {channels} channels, but the scale has {len} values")]
+    ScaleMismatch {
+        shape: Vec<usize>,
+        channels: usize,
+        len: usize,
+    },
+
     /// A shape whose element count overflows `usize`.
     #[error("shape {0:?} has too many elements")]
     ShapeOverflow(Vec<usize>),

@@ -23,11 +23,16 @@
 //!
 //! Every quantizer is defined once, element by element, in [`scalar`]; the
 //! CPU path maps those functions over slices in parallel.
+//!
+//! [`bits`] packs binarized tensors into 32-bit words as Larq Compute Engine
+//! does (ste_sign's forward and packing in one) and computes larq's
+//! `flip_ratio` metric on packed signs.
 
 pub mod scalar;
 
 mod api;
 mod backend;
+pub mod bits;
 pub mod capi;
 mod cpu;
 #[cfg(lowbit_cuda)]

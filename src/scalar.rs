@@ -271,6 +271,50 @@ pub fn dorefa_weights_grad(x: f32, dy: f32, max_abs_tanh: f32) -> f32 {
     (dy * 2.0 / denom) * (1.0 - t * t)
 }
 
+/// Bits per packed word (LCE's `bitpacking_bitwidth`).
+pub const WORD_BITS: usize = 32;
+
+/// The bit that stands for `sign(x)` in a packed tensor: 1 where ste_sign
+/// gives −1, that is `x < 0`; 0 for +1. So ±0 packs to 0, and so does NaN:
+/// NaN is not below 0, and a bit has no third state to hold it.
+#[inline(always)]
+pub fn sign_bit(x: f32) -> u32 {
+    u32::from(x < 0.0)
+}
+
+/// Packs up to [`WORD_BITS`] values into one word, LCE's way: bit `j` is
+/// [`sign_bit`] of `xs[j]` (least significant bit first), and bits past
+/// `xs.len()` are 0. Values past the 32nd are ignored.
+#[inline(always)]
+pub fn pack_word(xs: &[f32]) -> u32 {
+    xs.iter()
+        .zip(0..WORD_BITS)
+        .fold(0, |word, (&x, j)| word | sign_bit(x) << j)
+}
+
+/// The value a packed bit stands for, times its channel's scale: `−scale`
+/// for 1, `+scale` for 0 (the scale is 1 when there is none).
+#[inline(always)]
+pub fn unpack_bit(bit: u32, scale: f32) -> f32 {
+    if bit & 1 == 1 { -scale } else { scale }
+}
+
+/// Signs that differ between two packed words.
+#[inline(always)]
+pub fn flips(previous: u32, next: u32) -> u32 {
+    (previous ^ next).count_ones()
+}
+
+/// One update of larq's `FlipRatio`: `1 − unchanged / size` in `f32`, as
+/// larq evaluates it (its metric dtype is `float32`). An empty tensor gives 0
+/// where larq divides 0 by 0.
+pub fn flip_ratio(flipped: u64, size: u64) -> f32 {
+    if size == 0 {
+        return 0.0;
+    }
+    1.0 - (size - flipped) as f32 / size as f32
+}
+
 /// `max(|a|, |b|)` for the DoReFa reduction, where a NaN wins (a NaN weight
 /// makes the whole tensor NaN, as `tf.reduce_max` does).
 #[inline(always)]
@@ -325,6 +369,47 @@ pub fn tanh(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_bits_follow_ste_sign() {
+        for x in [
+            -2.0f32,
+            -1e-30,
+            -0.0,
+            0.0,
+            1e-30,
+            3.0,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+        ] {
+            assert_eq!(sign_bit(x) == 1, sign(x) == -1.0, "{x}");
+        }
+        assert_eq!(sign_bit(f32::NAN), 0);
+        assert_eq!(sign_bit(-f32::NAN), 0);
+    }
+
+    #[test]
+    fn words_fill_from_the_least_significant_bit() {
+        assert_eq!(pack_word(&[-1.0]), 1);
+        assert_eq!(pack_word(&[1.0, -1.0, 1.0, -1.0]), 0b1010);
+        assert_eq!(pack_word(&[-1.0; 32]), u32::MAX);
+        assert_eq!(pack_word(&[-1.0; 40]), u32::MAX);
+        assert_eq!(pack_word(&[]), 0);
+        let mut xs = [1.0f32; 32];
+        xs[31] = -1.0;
+        assert_eq!(pack_word(&xs), 1 << 31);
+        for (j, &x) in xs.iter().enumerate() {
+            assert_eq!(unpack_bit(pack_word(&xs) >> j, 1.0), sign(x));
+        }
+    }
+
+    #[test]
+    fn flip_ratio_is_larqs_f32_arithmetic() {
+        assert_eq!(flip_ratio(0, 10), 0.0);
+        assert_eq!(flip_ratio(10, 10), 1.0);
+        assert_eq!(flip_ratio(3, 10), 1.0 - 7.0f32 / 10.0);
+        assert_eq!(flip_ratio(0, 0), 0.0);
+    }
 
     #[test]
     fn tanh_clamp_gives_exactly_one() {

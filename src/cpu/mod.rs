@@ -7,6 +7,7 @@
 //! converted [`BLOCK`] elements at a time into `f32` buffers on the stack, and
 //! the loops over those buffers are plain zips the compiler vectorizes.
 
+pub(crate) mod bits;
 mod reduce;
 
 use rayon::prelude::*;

@@ -5,7 +5,7 @@
 use std::ffi::c_void;
 
 use super::sys::{
-    LOWBIT_REDUCE_BLOCKS, LOWBIT_REDUCE_THREADS, LOWBIT_THREADS, LOWBIT_VECTOR_BYTES,
+    LOWBIT_REDUCE_BLOCKS, LOWBIT_REDUCE_THREADS, LOWBIT_THREADS, LOWBIT_VECTOR_BYTES, LowbitBits,
     LowbitElementwise, LowbitReduce,
 };
 use crate::element::DType;
@@ -23,6 +23,7 @@ pub(crate) enum Direction {
 pub(crate) enum Arg {
     Elementwise(LowbitElementwise),
     Reduce(LowbitReduce),
+    Bits(LowbitBits),
     /// A device pointer (`CUdeviceptr`).
     Ptr(u64),
 }
@@ -33,6 +34,7 @@ impl Arg {
         match self {
             Arg::Elementwise(p) => p as *const _ as *mut c_void,
             Arg::Reduce(p) => p as *const _ as *mut c_void,
+            Arg::Bits(p) => p as *const _ as *mut c_void,
             Arg::Ptr(p) => p as *const _ as *mut c_void,
         }
     }
