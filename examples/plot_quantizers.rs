@@ -16,13 +16,16 @@ const SPECS: &[&str] = &[
     "ste_sign",
     "approx_sign",
     "swish_sign(beta=5.0)",
-    "ste_heaviside(clip_value=none)",
+    "ste_heaviside",
+    "ste_heaviside(unipolar=true)",
     "magnitude_aware_sign",
     "ste_tern(threshold_value=0.1)",
     "ste_tern(ternary_weight_networks=true)",
     "dorefa(k_bit=2)",
     "dorefa(k_bit=2, mode=weights)",
     "noop(precision=32)",
+    "ede(progress=0.75)",
+    "ede(progress=1.0)",
 ];
 
 /// Grid points on [−2, 2]: a step of 0.005 puts 0 and ±1 exactly on the grid
