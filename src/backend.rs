@@ -16,7 +16,9 @@ pub enum Device {
     /// CUDA when a device exists and the kernels load, else the CPU.
     #[default]
     Auto,
+    /// The rayon CPU path.
     Cpu,
+    /// CUDA device 0; an error where it cannot run.
     Cuda,
 }
 

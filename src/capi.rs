@@ -21,6 +21,7 @@ use crate::{bf16, f16};
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum lowbit_status {
+    /// Success.
     LOWBIT_OK = 0,
     /// A null pointer where one is required.
     LOWBIT_ERR_NULL = 1,
@@ -37,9 +38,11 @@ pub enum lowbit_status {
 }
 use lowbit_status::*;
 
-/// Element types, as `lowbit_dtype` in the header.
+/// Element type `float`, as `lowbit_dtype` in the header.
 pub const LOWBIT_F32: u32 = 0;
+/// Element type IEEE binary16 (`__half`, `_Float16`).
 pub const LOWBIT_F16: u32 = 1;
+/// Element type bfloat16 (`__nv_bfloat16`), passed as its 16 bits.
 pub const LOWBIT_BF16: u32 = 2;
 
 /// An opaque quantizer handle.

@@ -6,8 +6,11 @@ use half::{bf16, f16};
 /// The element type of a tensor, for APIs that choose it at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// `f32`.
     F32,
+    /// `half::f16` (IEEE binary16).
     F16,
+    /// `half::bf16` (bfloat16).
     BF16,
 }
 

@@ -7,7 +7,12 @@ use std::fmt;
 pub enum Error {
     /// A SPEC that is not `name` or `name(key=value, ...)`.
     #[error("cannot parse quantizer spec `{spec}`: {reason}")]
-    Syntax { spec: String, reason: String },
+    Syntax {
+        /// The text given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A quantizer name lowbit does not know.
     #[error("unknown quantizer `{0}` (known: {known})", known = crate::Quantizer::NAMES.join(", "))]
@@ -16,22 +21,29 @@ pub enum Error {
     /// A parameter the quantizer does not take.
     #[error("{quantizer} has no parameter `{key}` (it takes: {takes})", takes = display_list(.takes))]
     UnknownParameter {
+        /// The quantizer's name.
         quantizer: &'static str,
+        /// The parameter given.
         key: String,
+        /// The parameters it does take.
         takes: &'static [&'static str],
     },
 
     /// A parameter given twice in one SPEC.
     #[error("{quantizer}: parameter `{key}` is given twice")]
     DuplicateParameter {
+        /// The quantizer's name.
         quantizer: &'static str,
+        /// The parameter given twice.
         key: String,
     },
 
     /// A required parameter that is missing.
     #[error("{quantizer}: parameter `{key}` is required")]
     MissingParameter {
+        /// The quantizer's name.
         quantizer: &'static str,
+        /// The parameter it needs.
         key: &'static str,
     },
 
@@ -39,18 +51,26 @@ pub enum Error {
     /// k_bit out of range, unknown mode, ...).
     #[error("{quantizer}: bad value `{value}` for `{key}`: {expected}")]
     InvalidParameter {
+        /// The quantizer's name.
         quantizer: &'static str,
+        /// The parameter.
         key: &'static str,
+        /// The value given.
         value: String,
+        /// What the parameter accepts.
         expected: &'static str,
     },
 
     /// The shape's element count differs from the tensor's length.
     #[error("shape {shape:?} holds {expected} elements, but `{buffer}` has {len}")]
     ShapeMismatch {
+        /// The shape given.
         shape: Vec<usize>,
+        /// Its element count.
         expected: usize,
+        /// Which buffer (`x`, `y`, `dy`, `dx`, ...).
         buffer: &'static str,
+        /// That buffer's length.
         len: usize,
     },
 
@@ -58,9 +78,13 @@ pub enum Error {
     /// tensor of `shape` packs into (see [`crate::bits`]).
     #[error("shape {shape:?} packs into {expected} 32-bit words, but `{buffer}` has {len}")]
     PackedMismatch {
+        /// The shape given.
         shape: Vec<usize>,
+        /// The words it packs into.
         expected: usize,
+        /// Which buffer.
         buffer: &'static str,
+        /// That buffer's length in words.
         len: usize,
     },
 
@@ -68,8 +92,11 @@ pub enum Error {
     /// axis of `shape`).
     #[error("shape {shape:?} has {channels} channels, but the scale has {len} values")]
     ScaleMismatch {
+        /// The shape given.
         shape: Vec<usize>,
+        /// Its channel count (last axis).
         channels: usize,
+        /// The scale's length.
         len: usize,
     },
 
@@ -87,12 +114,22 @@ pub enum Error {
 
     /// A CUDA driver call failed.
     #[error("CUDA driver error in {call}: {message}")]
-    Cuda { call: &'static str, message: String },
+    Cuda {
+        /// The driver call.
+        call: &'static str,
+        /// The driver's error.
+        message: String,
+    },
 
     /// A workspace smaller than the reduction needs (raw-pointer calls do
     /// not grow it, since that would allocate on the caller's stream).
     #[error("workspace holds {have} bytes, this call needs {need}")]
-    WorkspaceTooSmall { need: usize, have: usize },
+    WorkspaceTooSmall {
+        /// Bytes the call needs.
+        need: usize,
+        /// Bytes the workspace holds.
+        have: usize,
+    },
 }
 
 fn display_list(items: &[&str]) -> impl fmt::Display {

@@ -28,6 +28,9 @@
 //! does (ste_sign's forward and packing in one) and computes larq's
 //! `flip_ratio` metric on packed signs.
 
+// Every public item is documented; CI's clippy -D warnings enforces it.
+#![warn(missing_docs)]
+
 pub mod scalar;
 
 mod api;

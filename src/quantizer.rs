@@ -52,36 +52,146 @@ impl WeightScale {
 /// means larq's `clip_value=None`: the gradient passes everywhere.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
-    /// Sign with the straight-through estimator (BinaryNet).
-    SteSign { clip_value: Option<f32> },
-    /// Sign with ApproxSign's piecewise-linear gradient (Bi-Real Net).
-    ApproxSign,
-    /// Sign with the SignSwish gradient (BNN+).
-    SwishSign { beta: f32 },
-    /// 0/1 step with the straight-through estimator. `unipolar` (lowbit's
-    /// extension, for 0/1 activations) passes the gradient for
-    /// `0 ≤ x ≤ clip` instead of `|x| ≤ clip`.
-    SteHeaviside {
+    /// Sign with the straight-through estimator (BinaryNet, Courbariaux et
+    /// al. 2016): `y = −1 if x < 0 else +1`, `dx = dy` where `|x| ≤ clip`,
+    /// else `+0`.
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "ste_sign(clip_value=1.0)".parse()?;
+    /// let x = [-2.0f32, -0.5, 0.0, 1.5];
+    /// assert_eq!(q.forward_vec(&x, &[4])?, [-1.0, -1.0, 1.0, 1.0]);
+    /// assert_eq!(q.backward_vec(&x, &[3.0; 4], &[4])?, [0.0, 3.0, 3.0, 0.0]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    SteSign {
+        /// The gradient window `|x| ≤ clip_value`; `None` passes everywhere.
         clip_value: Option<f32>,
+    },
+    /// Sign with ApproxSign's piecewise-linear gradient (Bi-Real Net, Liu et
+    /// al. 2018): `dx = (1 − |x|)·2·dy` where `|x| ≤ 1`, else `+0`.
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "approx_sign".parse()?;
+    /// let dx = q.backward_vec(&[0.0f32, 0.5, -0.75, 2.0], &[1.0; 4], &[4])?;
+    /// assert_eq!(dx, [2.0, 1.0, 0.5, 0.0]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    ApproxSign,
+    /// Sign with the SignSwish gradient (BNN+, Darabi et al. 2018):
+    /// `dx = dy·β·(2 − βx·tanh(βx/2)) / (1 + cosh βx)`.
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "swish_sign(beta=5.0)".parse()?;
+    /// let dx = q.backward_vec(&[0.0f32, 3.0], &[1.0; 2], &[2])?;
+    /// assert_eq!(dx[0], 5.0); // β at 0
+    /// assert!(dx[1].abs() < 1e-3);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    SwishSign {
+        /// The sharpness β > 0; the gradient at 0 is β.
+        beta: f32,
+    },
+    /// 0/1 step with the straight-through estimator: `y = 1 if x > 0 else 0`,
+    /// `dx = dy` where `|x| ≤ clip` (or `0 ≤ x ≤ clip` when `unipolar`).
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "ste_heaviside(unipolar=true)".parse()?;
+    /// let x = [-0.5f32, 0.0, 0.5];
+    /// assert_eq!(q.forward_vec(&x, &[3])?, [0.0, 0.0, 1.0]);
+    /// assert_eq!(q.backward_vec(&x, &[1.0; 3], &[3])?, [0.0, 1.0, 1.0]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    SteHeaviside {
+        /// The gradient window; `None` passes everywhere (from 0 up when
+        /// `unipolar`).
+        clip_value: Option<f32>,
+        /// lowbit's extension, for 0/1 activations: the window is
+        /// `0 ≤ x ≤ clip_value` instead of `|x| ≤ clip_value`.
         unipolar: bool,
     },
-    /// Sign times the per-channel mean |x| (Bi-Real Net), channels last.
-    MagnitudeAwareSign { clip_value: Option<f32> },
-    /// Ternarization to {−1, 0, +1} (Ternary Weight Networks).
-    SteTern {
-        threshold_value: f32,
-        ternary_weight_networks: bool,
+    /// Sign times the per-channel mean |x| (Bi-Real Net), channels last:
+    /// `y = s_c·sign(x)`, `s_c` = mean |x| of channel `c` over every other
+    /// axis, held constant for the gradient `dx = s_c·dy` where
+    /// `|x| ≤ clip`, else `+0`.
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "magnitude_aware_sign".parse()?;
+    /// // Two rows of two channels: s = [1.5, 0.5].
+    /// let y = q.forward_vec(&[1.0f32, -0.5, -2.0, 0.5], &[2, 2])?;
+    /// assert_eq!(y, [1.5, -0.5, -1.5, 0.5]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    MagnitudeAwareSign {
+        /// The gradient window `|x| ≤ clip_value`; `None` passes everywhere.
         clip_value: Option<f32>,
     },
-    /// DoReFa-Net's k-bit quantizer.
-    DoReFa { k_bit: u32, mode: DorefaMode },
-    /// Identity, tagged with a precision (larq's `NoOp`).
-    NoOp { precision: u32 },
+    /// Ternarization to {−1, 0, +1} (Ternary Weight Networks, Li et al.
+    /// 2016): `y = sign(sign(x + Δ) + sign(x − Δ))`, the straight-through
+    /// gradient as `SteSign`'s.
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "ste_tern(threshold_value=0.5)".parse()?;
+    /// let y = q.forward_vec(&[-0.7f32, -0.2, 0.5, 2.0], &[4])?;
+    /// assert_eq!(y, [-1.0, 0.0, 1.0, 1.0]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    SteTern {
+        /// Δ when `ternary_weight_networks` is false.
+        threshold_value: f32,
+        /// Δ = 0.7·mean |x| of the whole tensor instead (TWN).
+        ternary_weight_networks: bool,
+        /// The gradient window `|x| ≤ clip_value`; `None` passes everywhere.
+        clip_value: Option<f32>,
+    },
+    /// DoReFa-Net's k-bit quantizer (Zhou et al. 2016), see [`DorefaMode`]
+    /// for its two forms; `n = 2^k − 1` levels.
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "dorefa(k_bit=2)".parse()?;
+    /// let y = q.forward_vec(&[-1.0f32, 0.2, 0.5, 0.9], &[4])?;
+    /// assert_eq!(y, [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    DoReFa {
+        /// Bits, 1 to 24 ([`K_BIT_RANGE`]).
+        k_bit: u32,
+        /// Activations (clip to [0, 1]) or weights (through tanh).
+        mode: DorefaMode,
+    },
+    /// Identity, tagged with a precision (larq's `NoOp`): `y = x`, `dx = dy`.
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "noop(precision=8)".parse()?;
+    /// assert_eq!(q.forward_vec(&[0.3f32], &[1])?, [0.3]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    NoOp {
+        /// The precision larq records; it changes nothing here.
+        precision: u32,
+    },
     /// Sign with IR-Net's Error Decay Estimator (Qin et al. 2020,
     /// arXiv:1909.10788): `dx = dy·k·t·(1 − tanh²(t·x))`, `k = max(1/t, 1)`.
     /// `t` grows over training; [`Quantizer::ede`] computes it from the
     /// training progress.
-    Ede { t: f32 },
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "ede(t=2.0)".parse()?;
+    /// assert_eq!(q.backward_vec(&[0.0f32], &[1.0], &[1])?, [2.0]); // k·t = max(t, 1)
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    Ede {
+        /// The sharpness, > 0; `ede(progress=p)` sets `t = 10^(−3 + 4p)`.
+        t: f32,
+    },
 }
 
 /// A validated quantizer: forward `y = q(x)` and backward `dx = dq/dx · dy`.
