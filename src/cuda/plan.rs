@@ -146,7 +146,7 @@ pub(crate) fn layout(
 
 /// First-axis size from the element count and the elements per index.
 fn rows(len: usize, inner: usize) -> usize {
-    if inner == 0 { 0 } else { len / inner }
+    len.checked_div(inner).unwrap_or(0)
 }
 
 /// The kernel family name of a quantizer: `<name>_<fwd|bwd>_<dtype>`.
