@@ -49,6 +49,11 @@ pub enum Kind {
     DoReFa { k_bit: u32, mode: DorefaMode },
     /// Identity, tagged with a precision (larq's `NoOp`).
     NoOp { precision: u32 },
+    /// Sign of `x − α_c` with a learned threshold per channel (ReActNet's
+    /// RSign), ApproxSign's gradient at `x − α_c`; channels last. α comes
+    /// with the call: [`Quantizer::forward_with_thresholds`] and
+    /// [`Quantizer::backward_with_thresholds`].
+    RSign,
 }
 
 /// A validated quantizer: forward `y = q(x)` and backward `dx = dq/dx · dy`.
@@ -98,6 +103,7 @@ impl Quantizer {
         "ste_tern",
         "dorefa",
         "noop",
+        "rsign",
     ];
 
     /// Validates `kind` and wraps it.
@@ -107,7 +113,7 @@ impl Quantizer {
             Kind::SteSign { clip_value }
             | Kind::SteHeaviside { clip_value }
             | Kind::MagnitudeAwareSign { clip_value } => check_clip(name, clip_value)?,
-            Kind::ApproxSign => {}
+            Kind::ApproxSign | Kind::RSign => {}
             Kind::SwishSign { beta } => {
                 if !(beta.is_finite() && beta > 0.0) {
                     return Err(invalid(name, "beta", beta, "a finite number > 0"));
@@ -165,6 +171,7 @@ impl Kind {
             Kind::SteTern { .. } => "ste_tern",
             Kind::DoReFa { .. } => "dorefa",
             Kind::NoOp { .. } => "noop",
+            Kind::RSign => "rsign",
         }
     }
 
@@ -188,6 +195,7 @@ impl Kind {
                 mode: DorefaMode::Activations,
             },
             "noop" => Kind::NoOp { precision: 32 },
+            "rsign" => Kind::RSign,
             _ => return None,
         })
     }
@@ -198,7 +206,7 @@ impl Kind {
             Kind::SteSign { .. } | Kind::SteHeaviside { .. } | Kind::MagnitudeAwareSign { .. } => {
                 &["clip_value"]
             }
-            Kind::ApproxSign => &[],
+            Kind::ApproxSign | Kind::RSign => &[],
             Kind::SwishSign { .. } => &["beta"],
             Kind::SteTern { .. } => &["threshold_value", "ternary_weight_networks", "clip_value"],
             Kind::DoReFa { .. } => &["k_bit", "mode"],
@@ -424,7 +432,7 @@ impl fmt::Display for Quantizer {
             | Kind::MagnitudeAwareSign { clip_value } => {
                 write!(f, "{name}(clip_value={})", ClipDisplay(clip_value))
             }
-            Kind::ApproxSign => f.write_str(name),
+            Kind::ApproxSign | Kind::RSign => f.write_str(name),
             Kind::SwishSign { beta } => write!(f, "{name}(beta={})", Float(beta)),
             Kind::SteTern {
                 threshold_value,

@@ -8,6 +8,7 @@
 //! the loops over those buffers are plain zips the compiler vectorizes.
 
 mod reduce;
+pub(crate) mod rsign;
 
 use rayon::prelude::*;
 
@@ -112,6 +113,7 @@ pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &m
         }
         // A copy, not a round trip through f32, so NaN payloads survive.
         Kind::NoOp { .. } => copy(x, y),
+        Kind::RSign => unreachable!("rsign needs α: the plain calls refuse it (api::check_plain)"),
     }
 }
 
@@ -218,6 +220,7 @@ pub(crate) fn backward<T: Element>(
             }
         },
         Kind::NoOp { .. } => copy(dy, dx),
+        Kind::RSign => unreachable!("rsign needs α: the plain calls refuse it (api::check_plain)"),
     }
 }
 
