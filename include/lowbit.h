@@ -35,7 +35,8 @@ typedef enum lowbit_status {
     LOWBIT_ERR_SHAPE = 3,            /* sizes do not fit the shape, or an unknown dtype */
     LOWBIT_ERR_CUDA_UNAVAILABLE = 4, /* no usable GPU or driver; the message says why */
     LOWBIT_ERR_CUDA = 5,             /* a CUDA driver call failed */
-    LOWBIT_ERR_INTERNAL = 6          /* a bug in lowbit */
+    LOWBIT_ERR_INTERNAL = 6,         /* a bug in lowbit */
+    LOWBIT_ERR_UNSUPPORTED = 7       /* not through this call: rsign needs thresholds */
 } lowbit_status;
 
 /* Element types; f16 and bf16 are passed as their 16-bit patterns. */

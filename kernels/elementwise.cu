@@ -216,6 +216,19 @@ template <typename Q> LOWBIT_FN uint64_t index_size(const LowbitElementwise &p) 
     return Q::index == Index::Row ? p.inner : p.channels;
 }
 
+// rsign: one threshold per channel, in the tensor's type, read where it
+// lives (the caller's buffer) rather than through LowbitElementwise.
+template <typename T> struct RSign {
+    static constexpr Index index = Index::Channel;
+    const T *alpha;
+    LOWBIT_FN float fwd(float x, uint64_t c) const {
+        return lowbit_rsign(x, lowbit_to_float(alpha[c]));
+    }
+    LOWBIT_FN float bwd(float x, float dy, uint64_t c) const {
+        return lowbit_rsign_grad(x, dy, lowbit_to_float(alpha[c]));
+    }
+};
+
 } // namespace
 
 #define LOWBIT_KERNELS(name, Q, T, dt)                                                        \
@@ -245,3 +258,18 @@ LOWBIT_QUANTIZER(ede, Ede)
 LOWBIT_QUANTIZER(ste_sign_scaled, RowScaled<SteSign>)
 LOWBIT_QUANTIZER(approx_sign_scaled, RowScaled<ApproxSign>)
 LOWBIT_QUANTIZER(swish_sign_scaled, RowScaled<SwishSign>)
+
+// rsign's kernels take alpha after x (lowbit.h); p.len and p.channels only.
+#define LOWBIT_RSIGN_KERNELS(T, dt)                                                           \
+    extern "C" __global__ void __launch_bounds__(LOWBIT_THREADS)                              \
+        rsign_fwd_##dt(LowbitElementwise p, const T *x, const T *alpha, T *y) {               \
+        map<T, false>(RSign<T>{alpha}, p.len, p.channels, x, (const T *)nullptr, y);          \
+    }                                                                                         \
+    extern "C" __global__ void __launch_bounds__(LOWBIT_THREADS) rsign_bwd_##dt(              \
+        LowbitElementwise p, const T *x, const T *alpha, const T *dy, T *dx) {                \
+        map<T, true>(RSign<T>{alpha}, p.len, p.channels, x, dy, dx);                          \
+    }
+
+LOWBIT_RSIGN_KERNELS(float, f32)
+LOWBIT_RSIGN_KERNELS(__half, f16)
+LOWBIT_RSIGN_KERNELS(__nv_bfloat16, bf16)

@@ -53,6 +53,19 @@
  *           min(ceil(rows * words / (LOWBIT_THREADS / 32)), LOWBIT_BITS_BLOCKS).
  *   Skip the launch when rows * words == 0. Results do not depend on the
  *   grid: every word is computed alone, and flips are added as integers.
+ *
+ * rsign (ReActNet), whose per-channel thresholds alpha (T[channels], the
+ * tensor's type) come from the caller; of LowbitElementwise only len and
+ * channels are read, and channels >= 1 when len > 0:
+ *   rsign_fwd_<dt>(LowbitElementwise p, const T *x, const T *alpha, T *y)
+ *   rsign_bwd_<dt>(LowbitElementwise p, const T *x, const T *alpha, const T *dy, T *dx)
+ *       launched as the elementwise kernels; y / dx may alias x or dy but
+ *       must not overlap alpha.
+ *   rsign_dalpha_partial_<dt>(p, const T *dx, double partials[LOWBIT_CHANNEL_SCRATCH(rows, channels)])
+ *       after rsign_bwd, on its dx; shaped as channel_sum_abs_partial.
+ *   rsign_dalpha_finalize_<dt>(p, const double *partials, T dalpha[channels])
+ *       shaped as channel_mean_finalize; dalpha[c] = -(sum of channel c's dx),
+ *       written even when rows == 0 (then +0, and partials is not read).
  */
 #ifndef LOWBIT_H
 #define LOWBIT_H
@@ -91,6 +104,9 @@
                                                      : LOWBIT_CHANNEL_FILL_(channels))
 #define LOWBIT_CHANNEL_SCRATCH(rows, channels) \
     (LOWBIT_CHANNEL_GROUPS(rows, channels) * (uint64_t)(channels))
+/* A channel's group partials are added in group order when it has fewer
+ * groups than this, else in LOWBIT_REDUCE_THREADS lanes and a fixed tree. */
+#define LOWBIT_CHANNEL_TREE_GROUPS 32
 
 /* Parameters of one elementwise launch, passed by value. Fields a quantizer
  * does not use are ignored (set them to 0 / NULL). */
@@ -98,7 +114,8 @@ typedef struct LowbitElementwise {
     /* Elements in x, y, dy, dx (all the same length). */
     uint64_t len;
     /* Last-axis size: magnitude_aware_sign's scale of element i is
-     * reduced[i % channels], so it must be >= 1 there. */
+     * reduced[i % channels] and rsign's threshold alpha[i % channels], so it
+     * must be >= 1 there. */
     uint64_t channels;
     /* Elements per first-axis index: a `<q>_scaled` kernel's scale of
      * element i is reduced[i / inner] (from row_mean_abs), so it must be >= 1

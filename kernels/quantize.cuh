@@ -126,6 +126,19 @@ LOWBIT_FN float lowbit_mean_abs(double sum_abs, uint64_t count) {
     return (float)(sum_abs / (double)count);
 }
 
+// rsign (ReActNet): sign(x - alpha), one f32 subtraction of the widened
+// values. Without flush-to-zero (nvcc's default) the difference is zero only
+// at x == alpha, so its sign is the exact one.
+LOWBIT_FN float lowbit_rsign(float x, float alpha) { return lowbit_sign(x - alpha); }
+
+// ApproxSign's gradient at u = x - alpha.
+LOWBIT_FN float lowbit_rsign_grad(float x, float dy, float alpha) {
+    return lowbit_approx_sign_grad(x - alpha, dy);
+}
+
+// d(alpha) = -sum(dx), written 0 - sum so that an all-zero sum gives +0.
+LOWBIT_FN float lowbit_rsign_dalpha(double sum_dx) { return (float)(0.0 - sum_dx); }
+
 // Round to nearest, ties to even, of a non-negative v (scalar.rs's
 // round_half_even): adding 2^23 leaves no fraction bits and rounds to nearest
 // even; from 2^23 on every float is an integer. Equal to rintf(v) for v >= 0,

@@ -1,6 +1,7 @@
 // reduce.cu: the reductions some quantizers need before their elementwise pass:
 // TWN's sum|x|, DoReFa's max|tanh x|, magnitude_aware_sign's per-channel mean|x|,
-// XNOR-Net's per-row mean|x|.
+// XNOR-Net's per-row mean|x|; and the one rsign needs after it,
+// d(alpha) = -(per-channel sum of dx).
 //
 // Deterministic by construction: a fixed grid (LOWBIT_REDUCE_BLOCKS x
 // LOWBIT_REDUCE_THREADS) where thread t always owns the same elements and
@@ -33,6 +34,9 @@ struct NanMax {
 };
 struct AddAbs {
     LOWBIT_FN double operator()(double acc, float v) const { return acc + (double)fabsf(v); }
+};
+struct AddValue {
+    LOWBIT_FN double operator()(double acc, float v) const { return acc + (double)v; }
 };
 struct MaxAbsTanh {
     LOWBIT_FN float operator()(float acc, float v) const {
@@ -91,16 +95,16 @@ LOWBIT_FN Acc combine(const Acc *partials, Acc zero, Op op) {
     return block_reduce(v, op);
 }
 
-// Per-channel sums. Item k = g * channels + c sums x[k], x[k + items], ...:
-// rows g, g + groups, ... of channel c. Consecutive threads own consecutive
-// items, hence consecutive addresses, for any channel count.
-template <typename T>
-LOWBIT_FN void channel_partial(const LowbitReduce &p, const T *x, double *partials) {
+// Per-channel sums of f(x). Item k = g * channels + c sums x[k], x[k + items],
+// ...: rows g, g + groups, ... of channel c. Consecutive threads own
+// consecutive items, hence consecutive addresses, for any channel count.
+template <typename T, typename F>
+LOWBIT_FN void channel_partial(const LowbitReduce &p, const T *x, double *partials, F f) {
     require_shape(LOWBIT_REDUCE_BLOCKS);
     const uint64_t items = LOWBIT_CHANNEL_SCRATCH(p.rows, p.channels);
     for (uint64_t k = (uint64_t)blockIdx.x * LOWBIT_REDUCE_THREADS + threadIdx.x; k < items;
          k += kGridThreads)
-        partials[k] = fold_strided(x, k, p.len, items, 0.0, AddAbs());
+        partials[k] = fold_strided(x, k, p.len, items, 0.0, f);
 }
 
 // scales[r] = mean|x| of row r (XNOR-Net's first-axis scale). A block sums a
@@ -117,6 +121,50 @@ LOWBIT_FN void row_mean(const LowbitReduce &p, const T *x, float *scales) {
         if (threadIdx.x == 0) scales[r] = lowbit_mean_abs(sum, inner);
     }
 }
+
+// Calls store(c, sum) with each channel's sum over its groups' partials.
+// Few groups (wide channels): one thread per channel, in group order. Many
+// groups (few channels, many rows): one block per channel, thread t adding
+// groups t, t + LOWBIT_REDUCE_THREADS, ... in order, then the fixed tree.
+// Which way is a function of (rows, channels) only, and neither depends on
+// the grid. src/cpu/rsign.rs repeats this order exactly.
+template <typename Store>
+LOWBIT_FN void channel_finalize(const LowbitReduce &p, const double *partials, Store store) {
+    require_shape(0);
+    const uint64_t groups = LOWBIT_CHANNEL_GROUPS(p.rows, p.channels);
+    if (groups < LOWBIT_CHANNEL_TREE_GROUPS) {
+        const uint64_t stride = (uint64_t)gridDim.x * LOWBIT_REDUCE_THREADS;
+        for (uint64_t c = (uint64_t)blockIdx.x * LOWBIT_REDUCE_THREADS + threadIdx.x;
+             c < p.channels; c += stride) {
+            double sum = 0.0;
+            for (uint64_t g = 0; g < groups; ++g) sum += partials[g * p.channels + c];
+            store(c, sum);
+        }
+    } else {
+        for (uint64_t c = blockIdx.x; c < p.channels; c += gridDim.x) {
+            double sum = 0.0;
+            for (uint64_t g = threadIdx.x; g < groups; g += LOWBIT_REDUCE_THREADS)
+                sum += partials[g * p.channels + c];
+            sum = block_reduce(sum, Add());
+            if (threadIdx.x == 0) store(c, sum);
+        }
+    }
+}
+
+struct StoreMeanAbs {
+    float *scales;
+    uint64_t rows;
+    LOWBIT_FN void operator()(uint64_t c, double sum) const {
+        scales[c] = lowbit_mean_abs(sum, rows);
+    }
+};
+
+template <typename T> struct StoreDalpha {
+    T *dalpha;
+    LOWBIT_FN void operator()(uint64_t c, double sum) const {
+        dalpha[c] = lowbit_from_float<T>(lowbit_rsign_dalpha(sum));
+    }
+};
 
 } // namespace
 
@@ -138,11 +186,19 @@ LOWBIT_FN void row_mean(const LowbitReduce &p, const T *x, float *scales) {
     }                                                                                         \
     extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
         channel_sum_abs_partial_##dt(LowbitReduce p, const T *x, double *partials) {          \
-        channel_partial(p, x, partials);                                                      \
+        channel_partial(p, x, partials, AddAbs());                                            \
     }                                                                                         \
     extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
         row_mean_abs_##dt(LowbitReduce p, const T *x, float *scales) {                        \
         row_mean(p, x, scales);                                                               \
+    }                                                                                         \
+    extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
+        rsign_dalpha_partial_##dt(LowbitReduce p, const T *dx, double *partials) {            \
+        channel_partial(p, dx, partials, AddValue());                                         \
+    }                                                                                         \
+    extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
+        rsign_dalpha_finalize_##dt(LowbitReduce p, const double *partials, T *dalpha) {       \
+        channel_finalize(p, partials, StoreDalpha<T>{dalpha});                                \
     }
 
 LOWBIT_REDUCE_KERNELS(float, f32)
@@ -157,29 +213,8 @@ extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)
     if (threadIdx.x == 0) out[0] = m;
 }
 
-// scales[c] = mean|x| of channel c: the sum over its groups, in group order.
-// Few groups (wide channels): one thread per channel. Many groups (few
-// channels, many rows): one block per channel and a fixed tree. Which way is
-// a function of (rows, channels) only, and neither depends on the grid.
+// scales[c] = mean|x| of channel c.
 extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)
     channel_mean_finalize(LowbitReduce p, const double *partials, float *scales) {
-    require_shape(0);
-    const uint64_t groups = LOWBIT_CHANNEL_GROUPS(p.rows, p.channels);
-    if (groups < 32) {
-        const uint64_t stride = (uint64_t)gridDim.x * LOWBIT_REDUCE_THREADS;
-        for (uint64_t c = (uint64_t)blockIdx.x * LOWBIT_REDUCE_THREADS + threadIdx.x;
-             c < p.channels; c += stride) {
-            double sum = 0.0;
-            for (uint64_t g = 0; g < groups; ++g) sum += partials[g * p.channels + c];
-            scales[c] = lowbit_mean_abs(sum, p.rows);
-        }
-    } else {
-        for (uint64_t c = blockIdx.x; c < p.channels; c += gridDim.x) {
-            double sum = 0.0;
-            for (uint64_t g = threadIdx.x; g < groups; g += LOWBIT_REDUCE_THREADS)
-                sum += partials[g * p.channels + c];
-            sum = block_reduce(sum, Add());
-            if (threadIdx.x == 0) scales[c] = lowbit_mean_abs(sum, p.rows);
-        }
-    }
+    channel_finalize(p, partials, StoreMeanAbs{scales, p.rows});
 }

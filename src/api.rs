@@ -3,7 +3,7 @@
 use crate::cpu;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::quantizer::{Quantizer, WeightScale};
+use crate::quantizer::{Kind, Quantizer, WeightScale};
 
 /// Checks that every buffer holds exactly the elements `shape` describes and
 /// returns that element count and the channel count (the last axis; 1 for a
@@ -39,7 +39,52 @@ pub(crate) fn first_axis_inner(shape: &[usize], len: usize) -> usize {
     }
 }
 
+/// Refuses, on the plain calls, a quantizer that needs thresholds.
+pub(crate) fn check_plain(q: &Quantizer) -> Result<()> {
+    if q.takes_thresholds() {
+        return Err(Error::NeedsThresholds {
+            quantizer: q.name(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a call with thresholds: the quantizer takes them, every buffer
+/// fits `shape` and every threshold buffer holds one value per channel.
+/// Returns the element count and the channel count.
+pub(crate) fn check_thresholds(
+    q: &Quantizer,
+    shape: &[usize],
+    buffers: &[(&'static str, usize)],
+    thresholds: &[(&'static str, usize)],
+) -> Result<(usize, usize)> {
+    if !q.takes_thresholds() {
+        return Err(Error::TakesNoThresholds {
+            quantizer: q.name(),
+        });
+    }
+    let (len, channels) = check_shape(shape, buffers)?;
+    for &(buffer, n) in thresholds {
+        if n != channels {
+            return Err(Error::ThresholdLength {
+                buffer,
+                channels,
+                len: n,
+            });
+        }
+    }
+    Ok((len, channels))
+}
+
 impl Quantizer {
+    /// Whether this quantizer takes per-channel thresholds α (`rsign`) and
+    /// so is called through [`forward_with_thresholds`](Self::forward_with_thresholds)
+    /// and [`backward_with_thresholds`](Self::backward_with_thresholds)
+    /// instead of [`forward`](Self::forward) and [`backward`](Self::backward).
+    pub fn takes_thresholds(&self) -> bool {
+        matches!(self.kind(), Kind::RSign)
+    }
+
     /// Writes `y = q(x)` into `y`. `x` is a contiguous row-major tensor of
     /// `shape`; magnitude_aware_sign reads its last axis as the channels.
     ///
@@ -57,6 +102,7 @@ impl Quantizer {
     /// # Ok::<(), lowbit::Error>(())
     /// ```
     pub fn forward<T: Element>(&self, x: &[T], shape: &[usize], y: &mut [T]) -> Result<()> {
+        check_plain(self)?;
         let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
         match self.scale() {
             WeightScale::None => cpu::forward(self, x, channels, y),
@@ -86,6 +132,7 @@ impl Quantizer {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
+        check_plain(self)?;
         let (len, channels) =
             check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         match self.scale() {
@@ -109,5 +156,92 @@ impl Quantizer {
         let mut dx = vec![T::default(); x.len()];
         self.backward(x, dy, shape, &mut dx)?;
         Ok(dx)
+    }
+}
+
+/// `rsign`'s calls: the plain ones plus its per-channel thresholds α.
+impl Quantizer {
+    /// Writes `y = sign(x − α_c)` into `y`, `α_c` being the threshold of
+    /// element `i`'s channel `c = i % channels` (channels last): ReActNet's
+    /// RSign (Liu et al. 2020, "ReActNet: Towards Precise Binary Neural
+    /// Network with Generalized Activation Functions", arXiv:2003.03488).
+    ///
+    /// `alpha` holds one value per channel, in `x`'s type. `x − α_c` is
+    /// computed in `f32` from the widened values (see [`crate::scalar::rsign`]),
+    /// so `sign(±0) = +1` happens exactly at `x = α_c`. A quantizer other
+    /// than `rsign`, a buffer that does not fit `shape` or an `alpha` of the
+    /// wrong length is an error, and `y` is then left untouched.
+    ///
+    /// ```
+    /// use lowbit::Quantizer;
+    ///
+    /// let q: Quantizer = "rsign".parse()?;
+    /// // Two rows of two channels, thresholds 0.5 and −1.
+    /// let x = [0.4f32, -0.5, 0.5, -1.5];
+    /// let alpha = [0.5f32, -1.0];
+    /// let mut y = [0.0f32; 4];
+    /// q.forward_with_thresholds(&x, &alpha, &[2, 2], &mut y)?;
+    /// assert_eq!(y, [-1.0, 1.0, 1.0, -1.0]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    pub fn forward_with_thresholds<T: Element>(
+        &self,
+        x: &[T],
+        alpha: &[T],
+        shape: &[usize],
+        y: &mut [T],
+    ) -> Result<()> {
+        check_thresholds(
+            self,
+            shape,
+            &[("x", x.len()), ("y", y.len())],
+            &[("alpha", alpha.len())],
+        )?;
+        cpu::rsign::forward(x, alpha, y);
+        Ok(())
+    }
+
+    /// Writes `rsign`'s gradients: `dx = (1 − |u|)·2·dy` where `|u| ≤ 1`,
+    /// else `+0`, with `u = x − α_c` (ApproxSign's estimator, shifted), and
+    /// `dα_c = −Σ dx` over channel `c` of every row.
+    ///
+    /// The sum adds the `dx` values as stored in `T`, in `f64`, over a fixed
+    /// partition (the CUDA kernels' own, so both backends give the same
+    /// bits), and is rounded to `f32` and then to `T`; a channel whose `dx`
+    /// are all zero gets `+0`. Errors as in
+    /// [`forward_with_thresholds`](Self::forward_with_thresholds), `dalpha`
+    /// included; on error neither `dx` nor `dalpha` is touched.
+    ///
+    /// ```
+    /// use lowbit::Quantizer;
+    ///
+    /// let q: Quantizer = "rsign".parse()?;
+    /// let x = [0.75f32, 2.0, 0.0, -1.0];
+    /// let alpha = [0.5f32, -1.0];
+    /// let dy = [1.0f32; 4];
+    /// let (mut dx, mut dalpha) = ([0.0f32; 4], [0.0f32; 2]);
+    /// q.backward_with_thresholds(&x, &alpha, &dy, &[2, 2], &mut dx, &mut dalpha)?;
+    /// // u = x − α = [0.25, 3.0, −0.5, 0.0]
+    /// assert_eq!(dx, [1.5, 0.0, 1.0, 2.0]);
+    /// assert_eq!(dalpha, [-2.5, -2.0]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    pub fn backward_with_thresholds<T: Element>(
+        &self,
+        x: &[T],
+        alpha: &[T],
+        dy: &[T],
+        shape: &[usize],
+        dx: &mut [T],
+        dalpha: &mut [T],
+    ) -> Result<()> {
+        check_thresholds(
+            self,
+            shape,
+            &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
+            &[("alpha", alpha.len()), ("dalpha", dalpha.len())],
+        )?;
+        cpu::rsign::backward(x, alpha, dy, dx, dalpha);
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@ use std::str::FromStr;
 #[cfg(lowbit_cuda)]
 use std::sync::Arc;
 
+use crate::cpu;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::quantizer::Quantizer;
@@ -152,6 +153,7 @@ impl Backend {
         shape: &[usize],
         y: &mut [T],
     ) -> Result<()> {
+        crate::api::check_plain(q)?;
         match &self.inner {
             Inner::Cpu => q.forward(x, shape, y),
             #[cfg(lowbit_cuda)]
@@ -171,6 +173,7 @@ impl Backend {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
+        crate::api::check_plain(q)?;
         match &self.inner {
             Inner::Cpu => q.backward(x, dy, shape, dx),
             #[cfg(lowbit_cuda)]
@@ -180,6 +183,57 @@ impl Backend {
                 host::run(cuda, q, x, Some(dy), shape, dx)
             }
         }
+    }
+
+    /// [`Quantizer::forward_with_thresholds`] (`rsign`) on this backend,
+    /// from and to host memory.
+    pub fn forward_with_thresholds<T: Element>(
+        &self,
+        q: &Quantizer,
+        x: &[T],
+        alpha: &[T],
+        shape: &[usize],
+        y: &mut [T],
+    ) -> Result<()> {
+        crate::api::check_thresholds(
+            q,
+            shape,
+            &[("x", x.len()), ("y", y.len())],
+            &[("alpha", alpha.len())],
+        )?;
+        match &self.inner {
+            Inner::Cpu => cpu::rsign::forward(x, alpha, y),
+            #[cfg(lowbit_cuda)]
+            Inner::Cuda(cuda) => host::rsign(cuda, q, x, alpha, shape, y, None)?,
+        }
+        Ok(())
+    }
+
+    /// [`Quantizer::backward_with_thresholds`] (`rsign`) on this backend,
+    /// from and to host memory: `dx` and `dα`, the same bits on either.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_with_thresholds<T: Element>(
+        &self,
+        q: &Quantizer,
+        x: &[T],
+        alpha: &[T],
+        dy: &[T],
+        shape: &[usize],
+        dx: &mut [T],
+        dalpha: &mut [T],
+    ) -> Result<()> {
+        crate::api::check_thresholds(
+            q,
+            shape,
+            &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
+            &[("alpha", alpha.len()), ("dalpha", dalpha.len())],
+        )?;
+        match &self.inner {
+            Inner::Cpu => cpu::rsign::backward(x, alpha, dy, dx, dalpha),
+            #[cfg(lowbit_cuda)]
+            Inner::Cuda(cuda) => host::rsign(cuda, q, x, alpha, shape, dx, Some((dy, dalpha)))?,
+        }
+        Ok(())
     }
 }
 
@@ -247,6 +301,71 @@ mod host {
         stream
             .memcpy_dtoh(&od, out)
             .map_err(err("cuMemcpyDtoHAsync"))?;
+        stream.synchronize().map_err(err("cuStreamSynchronize"))
+    }
+
+    /// `rsign`'s forward (`grad` is `None`) or backward pass (`grad` holds
+    /// `dy` and `dα`) on host memory.
+    pub(super) fn rsign<T: Element>(
+        cuda: &Cuda,
+        q: &Quantizer,
+        x: &[T],
+        alpha: &[T],
+        shape: &[usize],
+        out: &mut [T],
+        grad: Option<(&[T], &mut [T])>,
+    ) -> Result<()> {
+        if x.is_empty() {
+            // No rows: dα is an empty sum, which the kernels would also give.
+            if let Some((_, dalpha)) = grad {
+                dalpha.fill(T::from_f32(crate::scalar::rsign_dalpha(0.0)));
+            }
+            return Ok(());
+        }
+        let stream = cuda.context().default_stream();
+        let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
+        let ad = stream.clone_htod(alpha).map_err(err("cuMemcpyHtoDAsync"))?;
+        // SAFETY: every element is written by the kernels before the copy back.
+        let mut od = unsafe { stream.alloc::<T>(x.len()) }.map_err(err("cuMemAllocAsync"))?;
+        match grad {
+            None => {
+                cuda.forward_with_thresholds(
+                    q,
+                    &stream,
+                    &xd.as_view(),
+                    &ad.as_view(),
+                    shape,
+                    &mut od.as_view_mut(),
+                )?;
+                stream
+                    .memcpy_dtoh(&od, out)
+                    .map_err(err("cuMemcpyDtoHAsync"))?;
+            }
+            Some((dy, dalpha)) => {
+                let dyd = stream.clone_htod(dy).map_err(err("cuMemcpyHtoDAsync"))?;
+                // SAFETY: as `od`.
+                let mut dad =
+                    unsafe { stream.alloc::<T>(alpha.len()) }.map_err(err("cuMemAllocAsync"))?;
+                let mut ws = Workspace::new();
+                cuda.backward_with_thresholds(
+                    q,
+                    &stream,
+                    &xd.as_view(),
+                    &ad.as_view(),
+                    &dyd.as_view(),
+                    shape,
+                    &mut od.as_view_mut(),
+                    &mut dad.as_view_mut(),
+                    &mut ws,
+                )?;
+                stream
+                    .memcpy_dtoh(&od, out)
+                    .map_err(err("cuMemcpyDtoHAsync"))?;
+                stream
+                    .memcpy_dtoh(&dad, dalpha)
+                    .map_err(err("cuMemcpyDtoHAsync"))?;
+            }
+        }
         stream.synchronize().map_err(err("cuStreamSynchronize"))
     }
 }

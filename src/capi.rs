@@ -35,6 +35,9 @@ pub enum lowbit_status {
     LOWBIT_ERR_CUDA = 5,
     /// A bug in lowbit (a caught panic).
     LOWBIT_ERR_INTERNAL = 6,
+    /// The quantizer cannot run through this call: `rsign` needs its
+    /// per-channel thresholds, which the C ABI does not take.
+    LOWBIT_ERR_UNSUPPORTED = 7,
 }
 use lowbit_status::*;
 
@@ -65,6 +68,7 @@ fn status_of(e: &Error) -> lowbit_status {
         | Error::DuplicateParameter { .. }
         | Error::MissingParameter { .. }
         | Error::InvalidParameter { .. } => LOWBIT_ERR_SPEC,
+        Error::NeedsThresholds { .. } | Error::TakesNoThresholds { .. } => LOWBIT_ERR_UNSUPPORTED,
         Error::CudaUnavailable(_) => LOWBIT_ERR_CUDA_UNAVAILABLE,
         Error::Cuda { .. } => LOWBIT_ERR_CUDA,
         _ => LOWBIT_ERR_SHAPE,
@@ -384,6 +388,8 @@ unsafe fn on_device(
         if n > 0 && (x.is_null() || out.is_null() || dy.is_some_and(|p| p.is_null())) {
             return Err(null("a device pointer"));
         }
+        // Before the device is opened: the answer does not depend on it.
+        crate::api::check_plain(q).map_err(fail)?;
         let dy = dy.map(|p| p as u64);
         // SAFETY: forwarded from the caller's contract.
         unsafe { device::call(q, dtype, x as u64, dy, out as u64, s, stream) }

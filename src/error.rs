@@ -121,6 +121,35 @@ pub enum Error {
         message: String,
     },
 
+    /// A quantizer that needs per-channel thresholds (`rsign`) called
+    /// without them.
+    #[error(
+        "{quantizer} needs its per-channel thresholds α: call forward_with_thresholds / backward_with_thresholds"
+    )]
+    NeedsThresholds {
+        /// The quantizer's name.
+        quantizer: &'static str,
+    },
+
+    /// Thresholds given to a quantizer that takes none.
+    #[error("{quantizer} takes no thresholds: call forward / backward")]
+    TakesNoThresholds {
+        /// The quantizer's name.
+        quantizer: &'static str,
+    },
+
+    /// A threshold buffer (`alpha` or `dalpha`) that does not hold one value
+    /// per channel (the shape's last axis).
+    #[error("`{buffer}` must hold one value per channel ({channels}), but has {len}")]
+    ThresholdLength {
+        /// Which buffer (`alpha` or `dalpha`).
+        buffer: &'static str,
+        /// The channel count.
+        channels: usize,
+        /// That buffer's length.
+        len: usize,
+    },
+
     /// A workspace smaller than the reduction needs (raw-pointer calls do
     /// not grow it, since that would allocate on the caller's stream).
     #[error("workspace holds {have} bytes, this call needs {need}")]

@@ -192,6 +192,13 @@ pub enum Kind {
         /// The sharpness, > 0; `ede(progress=p)` sets `t = 10^(−3 + 4p)`.
         t: f32,
     },
+    /// Sign of `x − α_c` with a learned threshold per channel (ReActNet's
+    /// RSign, Liu et al. 2020, arXiv:2003.03488), ApproxSign's gradient at
+    /// `u = x − α_c`: `dx = (1 − |u|)·2·dy` where `|u| ≤ 1`, and
+    /// `dα_c = −Σ dx` over the channel; channels last. α comes with the call:
+    /// [`Quantizer::forward_with_thresholds`] and
+    /// [`Quantizer::backward_with_thresholds`].
+    RSign,
 }
 
 /// A validated quantizer: forward `y = q(x)` and backward `dx = dq/dx · dy`.
@@ -245,6 +252,7 @@ impl Quantizer {
         "dorefa",
         "noop",
         "ede",
+        "rsign",
     ];
 
     /// Validates `kind` and wraps it.
@@ -254,7 +262,7 @@ impl Quantizer {
             Kind::SteSign { clip_value }
             | Kind::SteHeaviside { clip_value, .. }
             | Kind::MagnitudeAwareSign { clip_value } => check_clip(name, clip_value)?,
-            Kind::ApproxSign => {}
+            Kind::ApproxSign | Kind::RSign => {}
             Kind::Ede { t } => {
                 if !(t.is_finite() && t > 0.0) {
                     return Err(invalid(name, "t", t, "a finite number > 0"));
@@ -372,6 +380,7 @@ impl Kind {
             Kind::DoReFa { .. } => "dorefa",
             Kind::NoOp { .. } => "noop",
             Kind::Ede { .. } => "ede",
+            Kind::RSign => "rsign",
         }
     }
 
@@ -409,6 +418,7 @@ impl Kind {
             "ede" => Kind::Ede {
                 t: crate::scalar::ede_t(0.0),
             },
+            "rsign" => Kind::RSign,
             _ => return None,
         })
     }
@@ -422,6 +432,7 @@ impl Kind {
             Kind::ApproxSign => &["scale"],
             Kind::SwishSign { .. } => &["beta", "scale"],
             Kind::Ede { .. } => &["t", "progress"],
+            Kind::RSign => &[],
             Kind::SteTern { .. } => &["threshold_value", "ternary_weight_networks", "clip_value"],
             Kind::DoReFa { .. } => &["k_bit", "mode"],
             Kind::NoOp { .. } => &["precision"],
@@ -707,6 +718,7 @@ impl fmt::Display for Quantizer {
             }
             Kind::SwishSign { beta } => write!(f, "{name}(beta={}, {scale})", Float(beta)),
             Kind::Ede { t } => write!(f, "{name}(t={})", Float(t)),
+            Kind::RSign => f.write_str(name),
             Kind::SteTern {
                 threshold_value,
                 ternary_weight_networks,

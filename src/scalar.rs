@@ -213,6 +213,33 @@ pub fn mean_abs(sum_abs: f64, count: usize) -> f32 {
     (sum_abs / count as f64) as f32
 }
 
+/// `rsign` forward (ReActNet, Liu et al. 2020, arXiv:2003.03488):
+/// `sign(x − α)`, `α` being the element's channel threshold.
+///
+/// `x − α` is one `f32` subtraction (half-precision `x` and `α` are widened
+/// first, exactly). Without flush-to-zero a rounded difference is zero only
+/// when `x = α`, so the sign is that of the exact difference: `x = α` gives
+/// `+0` and so `+1`; NaN in `x` or `α`, or `x = α = ±inf`, gives NaN.
+#[inline(always)]
+pub fn rsign(x: f32, alpha: f32) -> f32 {
+    sign(x - alpha)
+}
+
+/// `rsign` gradient with respect to `x`: ApproxSign's at `u = x − α` (the
+/// same `f32` difference as [`rsign`]), `(1 − |u|)·2·dy` for `|u| ≤ 1`,
+/// else `+0`.
+#[inline(always)]
+pub fn rsign_grad(x: f32, dy: f32, alpha: f32) -> f32 {
+    approx_sign_grad(x - alpha, dy)
+}
+
+/// `rsign`'s threshold gradient from its channel's `Σ dx`: `dα = −Σ dx`
+/// (`∂(x − α)/∂α = −1`). Written `0 − Σ` so that a channel whose gradients
+/// are all zero gets `+0`, as every gradient outside its window does.
+pub fn rsign_dalpha(sum_dx: f64) -> f32 {
+    (0.0 - sum_dx) as f32
+}
+
 /// `n = 2^k − 1`, the number of DoReFa quantization steps, exact in f32 for
 /// k ≤ 24.
 #[inline(always)]
@@ -501,6 +528,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn rsign_edges() {
+        assert_eq!(rsign(0.25, 0.25), 1.0);
+        assert_eq!(rsign(-0.0, 0.0), 1.0);
+        assert_eq!(rsign(0.2, 0.25), -1.0);
+        assert_eq!(rsign(f32::INFINITY, 1e30), 1.0);
+        assert!(rsign(f32::INFINITY, f32::INFINITY).is_nan());
+        assert!(rsign(0.0, f32::NAN).is_nan());
+        assert_eq!(rsign_grad(1.5, 1.0, 1.0), 1.0);
+        assert_eq!(rsign_grad(3.0, 1.0, 1.0).to_bits(), 0);
+        assert_eq!(rsign_dalpha(0.0).to_bits(), 0);
+        assert_eq!(rsign_dalpha(-0.0).to_bits(), 0);
+        assert_eq!(rsign_dalpha(2.5), -2.5);
     }
 
     #[test]

@@ -276,6 +276,162 @@ fn device_views_offset_by_one(b: &Backend) -> Result<(), String> {
     Ok(())
 }
 
+/// `rsign` on `shape`: forward, dx and dα from this backend against the
+/// CPU, bit for bit (dα too: both sum it over the same partition, in the same
+/// order), and dα twice from the same input.
+fn rsign_agree<T: Element>(b: &Backend, shape: [usize; 2]) -> Result<(), String> {
+    let q: Quantizer = "rsign".parse().unwrap();
+    let n = shape[0] * shape[1];
+    let x = random::<T>(n, 7, true);
+    let alpha = random::<T>(shape[1], 8, false);
+    // Finite dy, so that dα is a number to compare, not NaN or inf.
+    let dy: Vec<T> = random::<T>(n, 9, false)
+        .into_iter()
+        .map(|v| {
+            if v.to_f32().is_finite() {
+                v
+            } else {
+                T::from_f32(0.5)
+            }
+        })
+        .collect();
+    let e = |e: lowbit::Error| e.to_string();
+    let mut got = (vec![T::default(); n], vec![T::default(); shape[1]]);
+    let mut want = got.clone();
+    b.forward_with_thresholds(&q, &x, &alpha, &shape, &mut got.0)
+        .map_err(e)?;
+    q.forward_with_thresholds(&x, &alpha, &shape, &mut want.0)
+        .map_err(e)?;
+    let differ = |got: &[T], want: &[T], what: &str| {
+        let i = got.iter().zip(want).position(|(g, w)| {
+            let (g, w) = (g.to_f32(), w.to_f32());
+            !(g.to_bits() == w.to_bits() || g.is_nan() && w.is_nan())
+        })?;
+        Some(format!(
+            "rsign {:?} {shape:?} {what}[{i}]: {} gives {:e}, the CPU {:e}",
+            T::DTYPE,
+            b.name(),
+            got[i].to_f32(),
+            want[i].to_f32()
+        ))
+    };
+    if let Some(m) = differ(&got.0, &want.0, "y") {
+        return Err(m);
+    }
+    b.backward_with_thresholds(&q, &x, &alpha, &dy, &shape, &mut got.0, &mut got.1)
+        .map_err(e)?;
+    q.backward_with_thresholds(&x, &alpha, &dy, &shape, &mut want.0, &mut want.1)
+        .map_err(e)?;
+    let again = got.1.clone();
+    b.backward_with_thresholds(&q, &x, &alpha, &dy, &shape, &mut got.0, &mut got.1)
+        .map_err(e)?;
+    let failure = differ(&got.0, &want.0, "dx")
+        .or_else(|| differ(&got.1, &want.1, "dα"))
+        .or_else(|| differ(&again, &got.1, "dα (second run)"));
+    failure.map_or(Ok(()), Err)
+}
+
+fn rsign_agrees_with_the_cpu(b: &Backend) -> Result<(), String> {
+    let n = elements();
+    // One channel (dα combined by the lane tree), 64 (tree, fewer rows per
+    // group), 3000 (under 32 row groups: combined in group order).
+    for channels in [1, 64, 3000] {
+        let shape = [n / channels, channels];
+        rsign_agree::<f32>(b, shape)?;
+        rsign_agree::<f16>(b, shape)?;
+        rsign_agree::<bf16>(b, shape)?;
+    }
+    // No rows: dα is still written, +0.
+    rsign_agree::<f32>(b, [0, 5])
+}
+
+fn rsign_needs_its_thresholds(b: &Backend) -> Result<(), String> {
+    let q: Quantizer = "rsign".parse().unwrap();
+    let mut y = [7.0f32; 4];
+    let mut dalpha = [7.0f32; 2];
+    let plain = b.forward(&q, &[1.0f32; 4], &[2, 2], &mut y);
+    let short = b.backward_with_thresholds(
+        &q,
+        &[1.0f32; 4],
+        &[0.0; 2],
+        &[1.0; 4],
+        &[2, 2],
+        &mut y,
+        &mut dalpha[..1],
+    );
+    match (plain, short) {
+        (
+            Err(lowbit::Error::NeedsThresholds { .. }),
+            Err(lowbit::Error::ThresholdLength { .. }),
+        ) if y == [7.0; 4] && dalpha == [7.0; 2] => Ok(()),
+        other => Err(format!(
+            "expected typed errors and untouched outputs, got {other:?}, {y:?}, {dalpha:?}"
+        )),
+    }
+}
+
+/// rsign on views at odd offsets, on a stream of the caller's, with one
+/// workspace grown by a larger call and reused by a smaller one.
+#[cfg(lowbit_cuda)]
+fn rsign_device_views_offset_by_one(b: &Backend) -> Result<(), String> {
+    let Some(cuda) = b.as_cuda() else {
+        return Ok(());
+    };
+    let err = |e: cudarc::driver::DriverError| format!("{e:?}");
+    let stream = cuda.context().new_stream().map_err(err)?;
+    let q: Quantizer = "rsign".parse().unwrap();
+    let mut ws = lowbit::cuda::Workspace::new();
+    for shape in [[10_007, 3], [2, 5]] {
+        let (n, c) = (shape[0] * shape[1], shape[1]);
+        let x = random::<f16>(n + 1, 10, true);
+        let alpha = random::<f16>(c + 1, 11, false);
+        let dy = random::<f16>(n + 1, 12, false);
+        let xd = stream.clone_htod(&x).map_err(err)?;
+        let ad = stream.clone_htod(&alpha).map_err(err)?;
+        let dyd = stream.clone_htod(&dy).map_err(err)?;
+        let mut dx = stream.alloc_zeros::<f16>(n + 2).map_err(err)?;
+        let mut da = stream.alloc_zeros::<f16>(c + 1).map_err(err)?;
+        cuda.backward_with_thresholds(
+            &q,
+            &stream,
+            &xd.slice(1..),
+            &ad.slice(1..),
+            &dyd.slice(1..),
+            &shape,
+            &mut dx.slice_mut(2..),
+            &mut da.slice_mut(1..),
+            &mut ws,
+        )
+        .map_err(|e| e.to_string())?;
+        let got_dx = stream.clone_dtoh(&dx).map_err(err)?;
+        let got_da = stream.clone_dtoh(&da).map_err(err)?;
+        let mut want_dx = vec![f16::ZERO; n];
+        let mut want_da = vec![f16::ZERO; c];
+        q.backward_with_thresholds(
+            &x[1..],
+            &alpha[1..],
+            &dy[1..],
+            &shape,
+            &mut want_dx,
+            &mut want_da,
+        )
+        .unwrap();
+        let bits = |v: &[f16]| v.iter().map(|h| h.to_bits()).collect::<Vec<_>>();
+        let nan_eq = |a: &[f16], b: &[f16]| {
+            a.iter()
+                .zip(b)
+                .all(|(a, b)| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan())
+        };
+        if !nan_eq(&got_dx[2..], &want_dx) || !nan_eq(&got_da[1..], &want_da) {
+            return Err(format!("rsign {shape:?}: device views differ from the CPU"));
+        }
+        if bits(&got_dx[..2]) != [0, 0] || got_da[0].to_bits() != 0 {
+            return Err(format!("rsign {shape:?}: wrote before an output view"));
+        }
+    }
+    Ok(())
+}
+
 type Body = fn(&Backend) -> Result<(), String>;
 
 fn main() {
@@ -297,10 +453,26 @@ fn main() {
             false,
         ),
     ];
+    tests.push((
+        "rsign_agrees_with_the_cpu",
+        rsign_agrees_with_the_cpu,
+        false,
+    ));
+    tests.push((
+        "rsign_needs_its_thresholds",
+        rsign_needs_its_thresholds,
+        false,
+    ));
     #[cfg(lowbit_cuda)]
     tests.push((
         "device_views_offset_by_one",
         device_views_offset_by_one,
+        true,
+    ));
+    #[cfg(lowbit_cuda)]
+    tests.push((
+        "rsign_device_views_offset_by_one",
+        rsign_device_views_offset_by_one,
         true,
     ));
     let filter: Vec<String> = std::env::args()

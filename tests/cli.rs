@@ -195,6 +195,13 @@ fn bad_input_exits_2_with_a_message_and_no_output() {
             vec![],
             "clip_value",
         ),
+        (
+            "rsign",
+            npy("<f4", &[4], &f32_bytes(&[1.0; 4]), false),
+            "rsign",
+            vec![],
+            "thresholds",
+        ),
     ];
     for (name, bytes, spec, extra, message) in cases {
         let x = d.join(format!("{name}.npy"));

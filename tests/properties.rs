@@ -184,6 +184,7 @@ impl Reference {
                 }
             }
             Kind::NoOp { .. } => x,
+            Kind::RSign => unreachable!("kind() has no rsign; tests/rsign.rs covers it"),
         }
     }
 
@@ -214,6 +215,7 @@ impl Reference {
                 DorefaMode::Weights => scalar::dorefa_weights_grad(x, dy, self.value),
             },
             Kind::NoOp { .. } => dy,
+            Kind::RSign => unreachable!("kind() has no rsign; tests/rsign.rs covers it"),
         }
     }
 }
@@ -323,6 +325,7 @@ fn check_range<T: Element>(kind: Kind, x: f32, y: f32) -> Result<(), TestCaseErr
         }
         Kind::MagnitudeAwareSign { .. } => y.is_nan() || (y >= 0.0) == (x >= 0.0 || y == 0.0),
         Kind::NoOp { .. } => true,
+        Kind::RSign => unreachable!("kind() has no rsign; tests/rsign.rs covers it"),
     };
     prop_assert!(ok, "{kind:?}: x={x:e} gave y={y:e}");
     Ok(())

@@ -49,6 +49,7 @@ fn defaults_follow_larq_and_the_seed_document() {
             },
         ),
         ("noop(precision=8)", Kind::NoOp { precision: 8 }),
+        ("rsign", Kind::RSign),
     ];
     for (spec, kind) in cases {
         assert_eq!(parse(spec).unwrap().kind(), kind, "{spec}");
@@ -115,6 +116,7 @@ fn display_writes_every_parameter() {
         "ste_tern(ternary_weight_networks=true)",
         "dorefa(mode=weights)",
         "noop(precision=1)",
+        "rsign()",
     ]
     .iter()
     .map(|s| parse(s).unwrap().to_string())
@@ -130,6 +132,7 @@ fn display_writes_every_parameter() {
             "ste_tern(threshold_value=0.1, ternary_weight_networks=true, clip_value=1.0)",
             "dorefa(k_bit=2, mode=weights)",
             "noop(precision=1)",
+            "rsign",
         ]
     );
 }
@@ -163,6 +166,7 @@ fn kind() -> impl Strategy<Value = Kind> {
             }
         }),
         (1u32..=64).prop_map(|precision| Kind::NoOp { precision }),
+        Just(Kind::RSign),
     ]
 }
 

@@ -9,6 +9,7 @@
 
 pub(crate) mod bits;
 mod reduce;
+pub(crate) mod rsign;
 
 use rayon::prelude::*;
 
@@ -115,6 +116,7 @@ pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &m
         }
         // A copy, not a round trip through f32, so NaN payloads survive.
         Kind::NoOp { .. } => copy(x, y),
+        Kind::RSign => unreachable!("rsign needs α: the plain calls refuse it (api::check_plain)"),
     }
 }
 
@@ -260,6 +262,7 @@ pub(crate) fn backward<T: Element>(
             }
         },
         Kind::NoOp { .. } => copy(dy, dx),
+        Kind::RSign => unreachable!("rsign needs α: the plain calls refuse it (api::check_plain)"),
     }
 }
 

@@ -19,11 +19,11 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::api::{check_shape, first_axis_inner};
+use crate::api::{check_plain, check_shape, check_thresholds, first_axis_inner};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::quantizer::Quantizer;
-use plan::{Buffers, Direction, Step};
+use plan::{Buffers, Direction, RSignBuffers, Step};
 
 pub use bits::DeviceFlipRatio;
 
@@ -139,6 +139,7 @@ impl Cuda {
         y: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
+        check_plain(q)?;
         let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
         let inner = first_axis_inner(shape, len);
         let need = plan::layout(q, Direction::Forward, len, channels, inner).bytes;
@@ -170,6 +171,7 @@ impl Cuda {
         dx: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
+        check_plain(q)?;
         let (len, channels) =
             check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         let inner = first_axis_inner(shape, len);
@@ -235,6 +237,7 @@ impl Cuda {
         y: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
+        check_plain(q)?;
         let (len, channels) = check_shape(shape, &[])?;
         let inner = first_axis_inner(shape, len);
         let need = plan::layout(q, Direction::Forward, len, channels, inner).bytes;
@@ -265,6 +268,7 @@ impl Cuda {
         dx: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
+        check_plain(q)?;
         let (len, channels) = check_shape(shape, &[])?;
         let inner = first_axis_inner(shape, len);
         let need = plan::layout(q, Direction::Backward, len, channels, inner).bytes;
@@ -277,6 +281,84 @@ impl Cuda {
         let steps = plan::plan(q, Direction::Backward, dtype, len, channels, inner, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
         unsafe { self.run(&steps, stream) }
+    }
+
+    /// `y = sign(x − α_c)` (`rsign`, ReActNet) on `stream`, asynchronously;
+    /// `alpha` holds one threshold per channel (the last axis of `shape`).
+    /// See [`Quantizer::forward_with_thresholds`].
+    pub fn forward_with_thresholds<T: Element>(
+        &self,
+        q: &Quantizer,
+        stream: &Arc<CudaStream>,
+        x: &CudaView<'_, T>,
+        alpha: &CudaView<'_, T>,
+        shape: &[usize],
+        y: &mut CudaViewMut<'_, T>,
+    ) -> Result<()> {
+        let (len, channels) = check_thresholds(
+            q,
+            shape,
+            &[("x", x.len()), ("y", y.len())],
+            &[("alpha", alpha.len())],
+        )?;
+        let (xp, _x) = x.device_ptr(stream);
+        let (ap, _a) = alpha.device_ptr(stream);
+        let (yp, _y) = y.device_ptr_mut(stream);
+        let bufs = RSignBuffers {
+            x: xp,
+            alpha: ap,
+            out: yp,
+            ..Default::default()
+        };
+        let steps = plan::plan_rsign(Direction::Forward, T::DTYPE, len, channels, bufs);
+        // SAFETY: as in `forward`.
+        unsafe { self.run(&steps, stream.cu_stream()) }
+    }
+
+    /// `rsign`'s gradients on `stream`, asynchronously: `dx`, then
+    /// `dα_c = −Σ dx` over each channel, reduced on the device into `dalpha`
+    /// (a fixed partition, partials in `ws`; the same bits as the CPU). See
+    /// [`Quantizer::backward_with_thresholds`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_with_thresholds<T: Element>(
+        &self,
+        q: &Quantizer,
+        stream: &Arc<CudaStream>,
+        x: &CudaView<'_, T>,
+        alpha: &CudaView<'_, T>,
+        dy: &CudaView<'_, T>,
+        shape: &[usize],
+        dx: &mut CudaViewMut<'_, T>,
+        dalpha: &mut CudaViewMut<'_, T>,
+        ws: &mut Workspace,
+    ) -> Result<()> {
+        let (len, channels) = check_thresholds(
+            q,
+            shape,
+            &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
+            &[("alpha", alpha.len()), ("dalpha", dalpha.len())],
+        )?;
+        ws.reserve(
+            stream,
+            plan::rsign_layout(Direction::Backward, len, channels).bytes,
+        )?;
+        let (xp, _x) = x.device_ptr(stream);
+        let (ap, _a) = alpha.device_ptr(stream);
+        let (dyp, _dy) = dy.device_ptr(stream);
+        let (dxp, _dx) = dx.device_ptr_mut(stream);
+        let (dap, _da) = dalpha.device_ptr_mut(stream);
+        let (wp, _w) = ws.device_ptr(stream);
+        let bufs = RSignBuffers {
+            x: xp,
+            alpha: ap,
+            dy: dyp,
+            out: dxp,
+            dalpha: dap,
+            workspace: wp,
+        };
+        let steps = plan::plan_rsign(Direction::Backward, T::DTYPE, len, channels, bufs);
+        // SAFETY: as in `forward`.
+        unsafe { self.run(&steps, stream.cu_stream()) }
     }
 
     /// Enqueues `steps` on `stream`.

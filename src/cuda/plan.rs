@@ -8,6 +8,7 @@ use super::sys::{
     LOWBIT_REDUCE_BLOCKS, LOWBIT_REDUCE_THREADS, LOWBIT_THREADS, LOWBIT_VECTOR_BYTES, LowbitBits,
     LowbitElementwise, LowbitReduce,
 };
+use crate::cpu::rsign::channel_groups;
 use crate::element::DType;
 use crate::quantizer::{DorefaMode, Kind, Quantizer, WeightScale};
 
@@ -119,6 +120,9 @@ pub(crate) fn layout(
     channels: usize,
     inner: usize,
 ) -> Layout {
+    if q.takes_thresholds() {
+        return rsign_layout(dir, len, channels);
+    }
     let blocks = LOWBIT_REDUCE_BLOCKS as usize;
     let (partials, reduced) = match reduction(q, dir) {
         Reduction::None => {
@@ -177,6 +181,7 @@ fn kernel_prefix(q: &Quantizer) -> Option<&'static str> {
         } => "dorefa_weights",
         Kind::Ede { .. } => "ede",
         Kind::NoOp { .. } => return None,
+        Kind::RSign => "rsign",
     })
 }
 
@@ -253,6 +258,9 @@ pub(crate) fn plan(
     inner: usize,
     bufs: Buffers,
 ) -> Vec<Step> {
+    // rsign's kernels take α as well: `plan_rsign`, after the plain entry
+    // points have refused it.
+    assert!(!q.takes_thresholds(), "{q} is planned by plan_rsign");
     if len == 0 {
         return Vec::new();
     }
@@ -339,6 +347,108 @@ pub(crate) fn plan(
         LOWBIT_THREADS,
         args,
     ));
+    steps
+}
+
+/// Device addresses of an `rsign` call; `dy`, `dalpha` and `workspace` are
+/// the backward pass's.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RSignBuffers {
+    pub x: u64,
+    pub alpha: u64,
+    pub dy: u64,
+    /// `y` or `dx`.
+    pub out: u64,
+    pub dalpha: u64,
+    pub workspace: u64,
+}
+
+/// `rsign`'s workspace: the backward pass's per-(row group, channel) partial
+/// sums of dα (`LOWBIT_CHANNEL_SCRATCH` doubles); dα itself goes straight
+/// to the caller's buffer.
+pub(crate) fn rsign_layout(dir: Direction, len: usize, channels: usize) -> Layout {
+    let bytes = match dir {
+        Direction::Forward => 0,
+        Direction::Backward => {
+            let rows = len.checked_div(channels).unwrap_or(0);
+            channel_groups(rows, channels) * channels * 8
+        }
+    };
+    Layout {
+        reduced: bytes,
+        bytes,
+    }
+}
+
+/// Every step of an `rsign` call: the elementwise kernel (`y`, or `dx`),
+/// then for the backward pass dα's partial sums over `dx` and the kernel that
+/// combines them into `dalpha`. A tensor with no rows still has its dα
+/// written (+0, an empty sum).
+pub(crate) fn plan_rsign(
+    dir: Direction,
+    dtype: DType,
+    len: usize,
+    channels: usize,
+    bufs: RSignBuffers,
+) -> Vec<Step> {
+    let dt = dtype.name();
+    let mut steps = Vec::with_capacity(3);
+    if len > 0 {
+        let params = LowbitElementwise {
+            len: len as u64,
+            channels: channels as u64,
+            reduced: std::ptr::null(),
+            ..Default::default()
+        };
+        let (d, mut args) = match dir {
+            Direction::Forward => ("fwd", vec![Arg::Ptr(bufs.x), Arg::Ptr(bufs.alpha)]),
+            Direction::Backward => (
+                "bwd",
+                vec![Arg::Ptr(bufs.x), Arg::Ptr(bufs.alpha), Arg::Ptr(bufs.dy)],
+            ),
+        };
+        args.insert(0, Arg::Elementwise(params));
+        args.push(Arg::Ptr(bufs.out));
+        steps.push(Step::Launch {
+            kernel: format!("rsign_{d}_{dt}"),
+            grid: elementwise_grid(len, dtype),
+            block: LOWBIT_THREADS,
+            args,
+        });
+    }
+    if dir == Direction::Backward && channels > 0 {
+        let reduce = LowbitReduce {
+            len: len as u64,
+            channels: channels as u64,
+            rows: (len / channels) as u64,
+        };
+        let mut reduce_step = |kernel: String, args: Vec<Arg>| {
+            steps.push(Step::Launch {
+                kernel,
+                grid: LOWBIT_REDUCE_BLOCKS,
+                block: LOWBIT_REDUCE_THREADS,
+                args,
+            })
+        };
+        if len > 0 {
+            reduce_step(
+                format!("rsign_dalpha_partial_{dt}"),
+                vec![
+                    Arg::Reduce(reduce),
+                    Arg::Ptr(bufs.out),
+                    Arg::Ptr(bufs.workspace),
+                ],
+            );
+        }
+        reduce_step(
+            format!("rsign_dalpha_finalize_{dt}"),
+            vec![
+                Arg::Reduce(reduce),
+                Arg::Ptr(bufs.workspace),
+                Arg::Ptr(bufs.dalpha),
+            ],
+        );
+    }
     steps
 }
 
@@ -563,5 +673,144 @@ mod tests {
         let p = params("ste_heaviside(clip_value=0.5, unipolar=true)");
         assert_eq!((p.unipolar, p.has_clip, p.clip), (1, 1, 0.5));
         assert_eq!(params("ste_heaviside").unipolar, 0);
+    }
+
+    const RSIGN_BUFS: RSignBuffers = RSignBuffers {
+        x: 0x1000,
+        alpha: 0x5000,
+        dy: 0x2000,
+        out: 0x3000,
+        dalpha: 0x6000,
+        workspace: 0x4000,
+    };
+
+    fn launches(steps: &[Step]) -> Vec<(&str, u32, u32)> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Launch {
+                    kernel,
+                    grid,
+                    block,
+                    ..
+                } => (kernel.as_str(), *grid, *block),
+                Step::Copy { .. } => ("copy", 0, 0),
+            })
+            .collect()
+    }
+
+    fn ptrs(args: &[Arg]) -> Vec<u64> {
+        args.iter()
+            .filter_map(|a| match a {
+                Arg::Ptr(p) => Some(*p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rsign_kernels_exist_in_the_ptx() {
+        let entries = entries();
+        for dir in [Direction::Forward, Direction::Backward] {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                for (len, channels) in [(1000, 10), (0, 4), (70_000, 1)] {
+                    let steps = plan_rsign(dir, dtype, len, channels, RSIGN_BUFS);
+                    for (kernel, _, _) in launches(&steps) {
+                        assert!(entries.iter().any(|e| e == kernel), "no kernel {kernel}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rsign_forward_is_one_elementwise_launch_with_alpha_after_x() {
+        let steps = plan_rsign(Direction::Forward, DType::BF16, 5000, 50, RSIGN_BUFS);
+        assert_eq!(launches(&steps), [("rsign_fwd_bf16", 3, 256)]);
+        let Step::Launch { args, .. } = &steps[0] else {
+            panic!()
+        };
+        let Arg::Elementwise(p) = args[0] else {
+            panic!()
+        };
+        assert_eq!((p.len, p.channels), (5000, 50));
+        assert!(p.reduced.is_null());
+        assert_eq!(ptrs(args), [0x1000, 0x5000, 0x3000]);
+        assert_eq!(rsign_layout(Direction::Forward, 5000, 50).bytes, 0);
+    }
+
+    #[test]
+    fn rsign_backward_reduces_dx_into_dalpha_after_the_elementwise_pass() {
+        let (rows, channels) = (1000, 64);
+        let steps = plan_rsign(
+            Direction::Backward,
+            DType::F32,
+            rows * channels,
+            channels,
+            RSIGN_BUFS,
+        );
+        assert_eq!(
+            launches(&steps),
+            [
+                ("rsign_bwd_f32", 63, 256),
+                ("rsign_dalpha_partial_f32", 256, 256),
+                ("rsign_dalpha_finalize_f32", 256, 256),
+            ]
+        );
+        let args: Vec<&[Arg]> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Launch { args, .. } => &args[..],
+                Step::Copy { .. } => panic!(),
+            })
+            .collect();
+        // x, α, dy → dx; dx → partials; partials → dα.
+        assert_eq!(ptrs(args[0]), [0x1000, 0x5000, 0x2000, 0x3000]);
+        assert_eq!(ptrs(args[1]), [0x3000, 0x4000]);
+        assert_eq!(ptrs(args[2]), [0x4000, 0x6000]);
+        let Arg::Reduce(r) = args[1][0] else { panic!() };
+        assert_eq!((r.len, r.channels, r.rows), (64_000, 64, 1000));
+    }
+
+    #[test]
+    fn rsign_workspace_holds_one_partial_per_group_and_channel() {
+        let q = q("rsign");
+        for (rows, channels, groups) in [
+            (1000, 64, 1000),
+            (1 << 20, 1, 65_536),
+            (40, 3000, 22),
+            (5, 1 << 20, 1),
+            (0, 4, 0),
+        ] {
+            let len = rows * channels;
+            let want = groups * channels * 8;
+            assert_eq!(rsign_layout(Direction::Backward, len, channels).bytes, want);
+            assert_eq!(
+                layout(&q, Direction::Backward, len, channels, 1).bytes,
+                want
+            );
+            assert_eq!(layout(&q, Direction::Forward, len, channels, 1).bytes, 0);
+        }
+        assert_eq!(rsign_layout(Direction::Backward, 0, 0).bytes, 0);
+    }
+
+    #[test]
+    fn rsign_without_rows_still_writes_dalpha() {
+        let steps = plan_rsign(Direction::Backward, DType::F16, 0, 4, RSIGN_BUFS);
+        assert_eq!(launches(&steps), [("rsign_dalpha_finalize_f16", 256, 256)]);
+        assert!(plan_rsign(Direction::Forward, DType::F16, 0, 4, RSIGN_BUFS).is_empty());
+        assert!(plan_rsign(Direction::Backward, DType::F16, 0, 0, RSIGN_BUFS).is_empty());
+    }
+
+    #[test]
+    fn the_cpu_sums_dalpha_in_the_kernels_partition() {
+        use super::super::sys::LOWBIT_CHANNEL_TREE_GROUPS;
+        use crate::cpu::rsign::{GRID_THREADS, LANES, TREE_GROUPS};
+        assert_eq!(
+            GRID_THREADS,
+            (LOWBIT_REDUCE_BLOCKS * LOWBIT_REDUCE_THREADS) as usize
+        );
+        assert_eq!(LANES, LOWBIT_REDUCE_THREADS as usize);
+        assert_eq!(TREE_GROUPS, LOWBIT_CHANNEL_TREE_GROUPS as usize);
     }
 }

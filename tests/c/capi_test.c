@@ -122,6 +122,15 @@ static void errors(void) {
     CHECK(lowbit_forward_device(q, LOWBIT_F32, NULL, y, shape, 1, NULL) == LOWBIT_ERR_NULL, "null device x");
     lowbit_quantizer_free(q);
     lowbit_quantizer_free(NULL);
+
+    /* rsign needs its thresholds, which these calls do not take. */
+    q = make("rsign");
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, shape, 1) == LOWBIT_ERR_UNSUPPORTED, "rsign forward");
+    CHECK(strstr(lowbit_last_error(), "thresholds") != NULL, "message: %s", lowbit_last_error());
+    CHECK(lowbit_backward(q, LOWBIT_F32, x, x, y, shape, 1) == LOWBIT_ERR_UNSUPPORTED, "rsign backward");
+    CHECK(lowbit_forward_device(q, LOWBIT_F32, x, y, shape, 1, NULL) == LOWBIT_ERR_UNSUPPORTED, "rsign on a device");
+    CHECK(y[0] == 7 && y[1] == 7 && y[2] == 7, "nothing written for rsign");
+    lowbit_quantizer_free(q);
 }
 
 int main(void) {
