@@ -28,8 +28,9 @@
  *   twn_threshold_finalize_<dt>(p, const double *partials, float out[1])
  *   max_abs_tanh_finalize(p, const float *partials, float out[1])
  *       grid = 1, block = LOWBIT_REDUCE_THREADS, exactly.
- *   channel_mean_finalize(p, const double *partials, float scales[channels])
+ *   channel_mean_finalize_<dt>(p, const double *partials, float scales[channels])
  *       grid = any >= 1 (LOWBIT_REDUCE_BLOCKS is fine), block = LOWBIT_REDUCE_THREADS.
+ *       Each scale is rounded through <dt>, as is TWN's threshold.
  *   Each finalize writes what the elementwise kernels read through
  *   LowbitElementwise.reduced, so the host can pass `out` / `scales` on as is.
  *   The fixed shapes make every result a function of the input alone, the
@@ -95,7 +96,7 @@ typedef struct LowbitElementwise {
      * ste_tern with TWN: the threshold (1 float, from twn_threshold_finalize);
      * dorefa_weights: max|tanh x| (1 float, from max_abs_tanh_finalize);
      * magnitude_aware_sign: the per-channel scales (`channels` floats, from
-     * channel_mean_finalize). A pointer rather than a value so the reduction
+     * channel_mean_finalize_<dt>). A pointer rather than a value so the reduction
      * result never round-trips through the host. */
     const float *reduced;
 } LowbitElementwise;

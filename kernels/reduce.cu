@@ -102,6 +102,36 @@ LOWBIT_FN void channel_partial(const LowbitReduce &p, const T *x, double *partia
         partials[k] = fold_strided(x, k, p.len, items, 0.0, AddAbs());
 }
 
+// scales[c] = mean|x| of channel c: the sum over its groups, in group order,
+// rounded through T (larq holds the scale in the tensor's dtype; a masked
+// forward hands it to the caller in that type). Few groups (wide channels):
+// one thread per channel. Many groups (few channels, many rows): one block
+// per channel and a fixed tree. Which way is a function of (rows, channels)
+// only, and neither depends on the grid.
+template <typename T>
+LOWBIT_FN void channel_mean(const LowbitReduce &p, const double *partials, float *scales) {
+    require_shape(0);
+    const uint64_t groups = LOWBIT_CHANNEL_GROUPS(p.rows, p.channels);
+    if (groups < 32) {
+        const uint64_t stride = (uint64_t)gridDim.x * LOWBIT_REDUCE_THREADS;
+        for (uint64_t c = (uint64_t)blockIdx.x * LOWBIT_REDUCE_THREADS + threadIdx.x;
+             c < p.channels; c += stride) {
+            double sum = 0.0;
+            for (uint64_t g = 0; g < groups; ++g) sum += partials[g * p.channels + c];
+            scales[c] = lowbit_to_float(lowbit_from_float<T>(lowbit_mean_abs(sum, p.rows)));
+        }
+    } else {
+        for (uint64_t c = blockIdx.x; c < p.channels; c += gridDim.x) {
+            double sum = 0.0;
+            for (uint64_t g = threadIdx.x; g < groups; g += LOWBIT_REDUCE_THREADS)
+                sum += partials[g * p.channels + c];
+            sum = block_reduce(sum, Add());
+            if (threadIdx.x == 0)
+                scales[c] = lowbit_to_float(lowbit_from_float<T>(lowbit_mean_abs(sum, p.rows)));
+        }
+    }
+}
+
 } // namespace
 
 #define LOWBIT_REDUCE_KERNELS(T, dt)                                                          \
@@ -123,6 +153,10 @@ LOWBIT_FN void channel_partial(const LowbitReduce &p, const T *x, double *partia
     extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
         channel_sum_abs_partial_##dt(LowbitReduce p, const T *x, double *partials) {          \
         channel_partial(p, x, partials);                                                      \
+    }                                                                                         \
+    extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
+        channel_mean_finalize_##dt(LowbitReduce p, const double *partials, float *scales) {   \
+        channel_mean<T>(p, partials, scales);                                                 \
     }
 
 LOWBIT_REDUCE_KERNELS(float, f32)
@@ -135,31 +169,4 @@ extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)
     (void)p;
     const float m = combine(partials, 0.0f, NanMax());
     if (threadIdx.x == 0) out[0] = m;
-}
-
-// scales[c] = mean|x| of channel c: the sum over its groups, in group order.
-// Few groups (wide channels): one thread per channel. Many groups (few
-// channels, many rows): one block per channel and a fixed tree. Which way is
-// a function of (rows, channels) only, and neither depends on the grid.
-extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)
-    channel_mean_finalize(LowbitReduce p, const double *partials, float *scales) {
-    require_shape(0);
-    const uint64_t groups = LOWBIT_CHANNEL_GROUPS(p.rows, p.channels);
-    if (groups < 32) {
-        const uint64_t stride = (uint64_t)gridDim.x * LOWBIT_REDUCE_THREADS;
-        for (uint64_t c = (uint64_t)blockIdx.x * LOWBIT_REDUCE_THREADS + threadIdx.x;
-             c < p.channels; c += stride) {
-            double sum = 0.0;
-            for (uint64_t g = 0; g < groups; ++g) sum += partials[g * p.channels + c];
-            scales[c] = lowbit_mean_abs(sum, p.rows);
-        }
-    } else {
-        for (uint64_t c = blockIdx.x; c < p.channels; c += gridDim.x) {
-            double sum = 0.0;
-            for (uint64_t g = threadIdx.x; g < groups; g += LOWBIT_REDUCE_THREADS)
-                sum += partials[g * p.channels + c];
-            sum = block_reduce(sum, Add());
-            if (threadIdx.x == 0) scales[c] = lowbit_mean_abs(sum, p.rows);
-        }
-    }
 }

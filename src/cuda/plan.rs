@@ -264,7 +264,7 @@ pub(crate) fn plan(
         ),
         Reduction::ChannelMeanAbs => (
             Some(format!("channel_sum_abs_partial_{dt}")),
-            Some("channel_mean_finalize".to_string()),
+            Some(format!("channel_mean_finalize_{dt}")),
             blocks,
         ),
     };
@@ -405,7 +405,7 @@ mod tests {
             names,
             [
                 ("channel_sum_abs_partial_f32", 256),
-                ("channel_mean_finalize", 256),
+                ("channel_mean_finalize_f32", 256),
                 ("magnitude_aware_sign_fwd_f32", 7)
             ]
         );
