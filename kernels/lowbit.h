@@ -6,7 +6,8 @@
  * Function-like macros are for the C side and documentation; bindgen skips
  * them, so the Rust host re-derives those formulas (each is one line).
  *
- * Launch contract (all kernels are extern "C", in elementwise.ptx / reduce.ptx):
+ * Launch contract (all kernels are extern "C", in elementwise.ptx / reduce.ptx
+ * / mask.ptx):
  *
  * Elementwise, `<q>_fwd_<dt>(LowbitElementwise p, const T *x, T *y)` and
  * `<q>_bwd_<dt>(LowbitElementwise p, const T *x, const T *dy, T *dx)`:
@@ -35,6 +36,26 @@
  *   LowbitElementwise.reduced, so the host can pass `out` / `scales` on as is.
  *   The fixed shapes make every result a function of the input alone, the
  *   same bits on every device and every run.
+ *
+ * Masks (mask.ptx): element i is bit i % 32 of mask[i / 32], a uint32_t;
+ * LOWBIT_MASK_WORDS(len) words, the trailing bits of the last one 0.
+ *   <q>_fwd_mask_<dt>(LowbitElementwise p, const T *x, T *y, uint32_t *mask, T *scale)
+ *       q = ste_sign, ste_heaviside, ste_tern, dorefa_activations,
+ *       magnitude_aware_sign; p and the reductions before it as for <q>_fwd_<dt>.
+ *       y is <q>_fwd_<dt>'s; mask is where the gradient passes; scale
+ *       (magnitude_aware_sign only, else unused) receives the channels'
+ *       scales in T, which its backward pass reads.
+ *   pass_bwd_mask_<dt>(p, const uint32_t *mask, const T *scale, const T *dy, T *dx)
+ *       dx = dy where the bit is set, else +0 (scale unused): the backward
+ *       pass of every <q> above but magnitude_aware_sign, which is
+ *   magnitude_aware_sign_bwd_mask_<dt>(p, mask, scale, dy, dx)
+ *       dx = scale[i % channels] * dy where the bit is set, else +0.
+ *   all_pass_mask(p, uint32_t *mask)
+ *       noop's mask: all len bits set.
+ *   Only p.len and p.channels matter to the last three. block =
+ *   LOWBIT_THREADS (whole warps: a warp writes each forward word); grid = any
+ *   >= 1 (grid-stride loops), naturally ceil(LOWBIT_MASK_WORDS(len) * 32 /
+ *   LOWBIT_THREADS). Skip the launch when len == 0. y may alias x and dx dy.
  */
 #ifndef LOWBIT_H
 #define LOWBIT_H
@@ -46,6 +67,10 @@
 /* Bytes each elementwise thread moves per access (4 f32 or 8 f16/bf16); the
  * host divides by sizeof(T) to size the grid. */
 #define LOWBIT_VECTOR_BYTES 16
+
+/* Elements per mask word (uint32_t), and the words of a mask of len elements. */
+#define LOWBIT_MASK_BITS 32
+#define LOWBIT_MASK_WORDS(len) (((uint64_t)(len) + LOWBIT_MASK_BITS - 1) / LOWBIT_MASK_BITS)
 
 /* Fixed grid of every reduction: results do not depend on the device. */
 #define LOWBIT_REDUCE_BLOCKS 256

@@ -23,6 +23,10 @@
 //!
 //! Every quantizer is defined once, element by element, in [`scalar`]; the
 //! CPU path maps those functions over slices in parallel.
+//!
+//! The straight-through estimators can save a 1-bit mask of where their
+//! gradient passes instead of their input, for a backward pass with the same
+//! bits: [`Quantizer::forward_with_mask`], [`Quantizer::backward_from_mask`].
 
 pub mod scalar;
 
@@ -34,11 +38,13 @@ mod cpu;
 pub mod cuda;
 mod element;
 mod error;
+mod mask;
 mod quantizer;
 
 pub use backend::{Backend, Device};
 pub use element::{DType, Element};
 pub use error::{Error, Result};
+pub use mask::{MASK_BITS, mask_words};
 pub use quantizer::{
     DEFAULT_BETA, DEFAULT_CLIP, DEFAULT_K_BIT, DEFAULT_TERN_THRESHOLD, DorefaMode, K_BIT_RANGE,
     Kind, Quantizer,

@@ -6,6 +6,7 @@
 //! per call but the small argument list; reductions use a [`Workspace`] the
 //! caller keeps per stream.
 
+mod mask;
 mod plan;
 pub(crate) mod probe;
 
@@ -80,7 +81,7 @@ impl Cuda {
     pub fn with_context(ctx: Arc<CudaContext>) -> Result<Self> {
         let mut functions = HashMap::new();
         let mut modules = Vec::new();
-        for src in [ptx::ELEMENTWISE, ptx::REDUCE] {
+        for src in [ptx::ELEMENTWISE, ptx::REDUCE, ptx::MASK] {
             // A driver older than the PTX (nvcc 13 emits PTX 9.0, which needs
             // driver 580) fails here; `auto` then falls back to the CPU.
             let module = ctx.load_module(Ptx::from_src(src)).map_err(|e| {

@@ -163,7 +163,7 @@ pub(crate) fn kernel_name(q: &Quantizer, dir: Direction, dtype: DType) -> Option
 
 /// The parameters of the elementwise kernel. Thresholds are rounded to the
 /// tensor's type here, as the CPU path does.
-fn elementwise_params(
+pub(super) fn elementwise_params(
     q: &Quantizer,
     dtype: DType,
     len: usize,
@@ -232,9 +232,53 @@ pub(crate) fn plan(
             bytes: len * dtype.size(),
         }];
     };
+    let mut steps = reduction_steps(q, dir, dtype, len, channels, bufs.x, bufs.workspace);
+    let reduced = reduced_ptr(q, dir, len, channels, bufs.workspace);
+    let params = elementwise_params(q, dtype, len, channels, reduced);
+    let mut args = vec![Arg::Elementwise(params), Arg::Ptr(bufs.x)];
+    if dir == Direction::Backward {
+        args.push(Arg::Ptr(bufs.dy));
+    }
+    args.push(Arg::Ptr(bufs.out));
+    steps.push(Step::Launch {
+        kernel,
+        grid: elementwise_grid(len, dtype),
+        block: LOWBIT_THREADS,
+        args,
+    });
+    steps
+}
+
+/// Where the reduction's result lies in `workspace`, for
+/// `LowbitElementwise::reduced`; 0 when the call reduces nothing.
+pub(super) fn reduced_ptr(
+    q: &Quantizer,
+    dir: Direction,
+    len: usize,
+    channels: usize,
+    workspace: u64,
+) -> u64 {
     let lay = layout(q, dir, len, channels);
-    let partials = bufs.workspace;
-    let reduced = bufs.workspace + lay.reduced as u64;
+    if lay.bytes == 0 {
+        0
+    } else {
+        workspace + lay.reduced as u64
+    }
+}
+
+/// The launches that fill `workspace` (see [`layout`]) before the
+/// elementwise kernel runs; none when the quantizer reduces nothing.
+pub(super) fn reduction_steps(
+    q: &Quantizer,
+    dir: Direction,
+    dtype: DType,
+    len: usize,
+    channels: usize,
+    x: u64,
+    workspace: u64,
+) -> Vec<Step> {
+    let partials = workspace;
+    let reduced = reduced_ptr(q, dir, len, channels, workspace);
     let rows = len / channels.max(1);
     let reduce = LowbitReduce {
         len: len as u64,
@@ -269,30 +313,11 @@ pub(crate) fn plan(
         ),
     };
     if let (Some(partial), Some(finalize)) = (partial, finalize) {
-        let args = vec![Arg::Reduce(reduce), Arg::Ptr(bufs.x), Arg::Ptr(partials)];
+        let args = vec![Arg::Reduce(reduce), Arg::Ptr(x), Arg::Ptr(partials)];
         steps.push(launch(partial, blocks, threads, args));
         let args = vec![Arg::Reduce(reduce), Arg::Ptr(partials), Arg::Ptr(reduced)];
         steps.push(launch(finalize, finalize_grid, threads, args));
     }
-    let uses_reduced = lay.bytes != 0;
-    let params = elementwise_params(
-        q,
-        dtype,
-        len,
-        channels,
-        if uses_reduced { reduced } else { 0 },
-    );
-    let mut args = vec![Arg::Elementwise(params), Arg::Ptr(bufs.x)];
-    if dir == Direction::Backward {
-        args.push(Arg::Ptr(bufs.dy));
-    }
-    args.push(Arg::Ptr(bufs.out));
-    steps.push(launch(
-        kernel,
-        elementwise_grid(len, dtype),
-        LOWBIT_THREADS,
-        args,
-    ));
     steps
 }
 
