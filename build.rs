@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One PTX module per kernel family, `kernels/<name>.cu`.
-const MODULES: &[&str] = &["elementwise", "reduce", "bits"];
+const MODULES: &[&str] = &["elementwise", "reduce", "bits", "mask"];
 const DEFAULT_ARCH: &str = "compute_75";
 
 fn main() {

@@ -3,8 +3,15 @@
 //! backward: x and dy read, dx written), beside a parallel copy of the same
 //! number of bytes.
 //!
-//! `cargo bench --bench quantizers -- 'forward/16777216/ste_sign'` runs a subset;
-//! LOWBIT_BENCH_SIZES=24 limits the sizes (log2, comma-separated).
+//! The `mask/` group sets the backward pass from a 1-bit mask beside the one
+//! from `x` (and the forward that saves the mask beside the plain one), with
+//! the bytes each really moves: from `x`, `x` and `dy` read and `dx` written
+//! (magnitude_aware_sign reads `x` twice: its channel means, then the
+//! gradient); from the mask, the mask (n/8 bytes), the scale, `dy` and `dx`.
+//!
+//! `cargo bench --bench quantizers -- 'forward/16777216/ste_sign'` runs a subset
+//! (`-- '^mask/'` the masks); LOWBIT_BENCH_SIZES=24 limits the sizes (log2,
+//! comma-separated).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lowbit::{Element, Quantizer, bf16, f16};
@@ -79,6 +86,57 @@ fn bench_dtype<T: Element>(c: &mut Criterion, n: usize) {
     group.finish();
 }
 
+/// Backward from `x` against backward from the mask, and forward against
+/// forward with mask, for the quantizers whose masks save the most.
+fn bench_masks<T: Element>(c: &mut Criterion, n: usize) {
+    let x = input::<T>(n, 1);
+    let dy = input::<T>(n, 2);
+    let mut out = vec![T::default(); n];
+    let shape = [n / CHANNELS, CHANNELS];
+    let size = std::mem::size_of::<T>();
+    let tensor = (size * n) as u64;
+    let mut mask = vec![0u32; lowbit::mask_words(n)];
+    let mask_bytes = 4 * mask.len() as u64;
+
+    let mut group = c.benchmark_group(format!("mask/{n}"));
+    for spec in ["ste_sign", "magnitude_aware_sign"] {
+        let q: Quantizer = spec.parse().unwrap();
+        let mut scale = vec![T::default(); q.saved_scale_len(&shape).unwrap()];
+        let scale_bytes = (size * scale.len()) as u64;
+        let x_reads = if spec == "magnitude_aware_sign" { 2 } else { 1 };
+        let id = |what: &str| BenchmarkId::new(format!("{spec}/{what}"), T::DTYPE.name());
+
+        group.throughput(Throughput::Bytes(2 * tensor + (x_reads - 1) * tensor));
+        group.bench_function(id("fwd"), |b| {
+            b.iter(|| q.forward(black_box(&x), &shape, &mut out).unwrap())
+        });
+        group.throughput(Throughput::Bytes(
+            2 * tensor + (x_reads - 1) * tensor + mask_bytes + scale_bytes,
+        ));
+        group.bench_function(id("fwd_with_mask"), |b| {
+            b.iter(|| {
+                q.forward_with_mask(black_box(&x), &shape, &mut out, &mut mask, &mut scale)
+                    .unwrap()
+            })
+        });
+        group.throughput(Throughput::Bytes((2 + x_reads) * tensor));
+        group.bench_function(id("bwd_from_x"), |b| {
+            b.iter(|| {
+                q.backward(black_box(&x), black_box(&dy), &shape, &mut out)
+                    .unwrap()
+            })
+        });
+        group.throughput(Throughput::Bytes(2 * tensor + mask_bytes + scale_bytes));
+        group.bench_function(id("bwd_from_mask"), |b| {
+            b.iter(|| {
+                q.backward_from_mask(black_box(&mask), &scale, black_box(&dy), &shape, &mut out)
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
 /// The memory-bound ceiling: a parallel copy moving as many bytes (half read,
 /// half written) as a forward (2 tensors) or backward (3 tensors) of f32 or
 /// half elements.
@@ -110,6 +168,9 @@ fn benches(c: &mut Criterion) {
         bench_dtype::<f32>(c, n);
         bench_dtype::<f16>(c, n);
         bench_dtype::<bf16>(c, n);
+        bench_masks::<f32>(c, n);
+        bench_masks::<f16>(c, n);
+        bench_masks::<bf16>(c, n);
     }
 }
 

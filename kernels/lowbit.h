@@ -7,7 +7,7 @@
  * them, so the Rust host re-derives those formulas (each is one line).
  *
  * Launch contract (all kernels are extern "C", in elementwise.ptx / reduce.ptx /
- * bits.ptx):
+ * bits.ptx / mask.ptx):
  *
  * Elementwise, `<q>_fwd_<dt>(LowbitElementwise p, const T *x, T *y)` and
  * `<q>_bwd_<dt>(LowbitElementwise p, const T *x, const T *dy, T *dx)`:
@@ -29,8 +29,9 @@
  *   twn_threshold_finalize_<dt>(p, const double *partials, float out[1])
  *   max_abs_tanh_finalize(p, const float *partials, float out[1])
  *       grid = 1, block = LOWBIT_REDUCE_THREADS, exactly.
- *   channel_mean_finalize(p, const double *partials, float scales[channels])
+ *   channel_mean_finalize_<dt>(p, const double *partials, float scales[channels])
  *       grid = any >= 1 (LOWBIT_REDUCE_BLOCKS is fine), block = LOWBIT_REDUCE_THREADS.
+ *       Each scale is rounded through <dt>, as is TWN's threshold.
  *   row_mean_abs_<dt>(p, x, float scales[rows])
  *       mean |x| of each of p.rows rows of p.len / p.rows contiguous elements
  *       (XNOR-Net's first-axis scale); one block per row at a time, so
@@ -66,6 +67,26 @@
  *   rsign_dalpha_finalize_<dt>(p, const double *partials, T dalpha[channels])
  *       shaped as channel_mean_finalize; dalpha[c] = -(sum of channel c's dx),
  *       written even when rows == 0 (then +0, and partials is not read).
+ *
+ * Masks (mask.ptx): element i is bit i % 32 of mask[i / 32], a uint32_t;
+ * LOWBIT_MASK_WORDS(len) words, the trailing bits of the last one 0.
+ *   <q>_fwd_mask_<dt>(LowbitElementwise p, const T *x, T *y, uint32_t *mask, T *scale)
+ *       q = ste_sign, ste_heaviside, ste_tern, dorefa_activations,
+ *       magnitude_aware_sign; p and the reductions before it as for <q>_fwd_<dt>.
+ *       y is <q>_fwd_<dt>'s; mask is where the gradient passes; scale
+ *       (magnitude_aware_sign only, else unused) receives the channels'
+ *       scales in T, which its backward pass reads.
+ *   pass_bwd_mask_<dt>(p, const uint32_t *mask, const T *scale, const T *dy, T *dx)
+ *       dx = dy where the bit is set, else +0 (scale unused): the backward
+ *       pass of every <q> above but magnitude_aware_sign, which is
+ *   magnitude_aware_sign_bwd_mask_<dt>(p, mask, scale, dy, dx)
+ *       dx = scale[i % channels] * dy where the bit is set, else +0.
+ *   all_pass_mask(p, uint32_t *mask)
+ *       noop's mask: all len bits set.
+ *   Only p.len and p.channels matter to the last three. block =
+ *   LOWBIT_THREADS (whole warps: a warp writes each forward word); grid = any
+ *   >= 1 (grid-stride loops), naturally ceil(LOWBIT_MASK_WORDS(len) * 32 /
+ *   LOWBIT_THREADS). Skip the launch when len == 0. y may alias x and dx dy.
  */
 #ifndef LOWBIT_H
 #define LOWBIT_H
@@ -81,6 +102,10 @@
 /* Most blocks a bit kernel is launched with: flip_count does one global
  * atomic add per block, and the warps loop over the words past that. */
 #define LOWBIT_BITS_BLOCKS 4096
+
+/* Elements per mask word (uint32_t), and the words of a mask of len elements. */
+#define LOWBIT_MASK_BITS 32
+#define LOWBIT_MASK_WORDS(len) (((uint64_t)(len) + LOWBIT_MASK_BITS - 1) / LOWBIT_MASK_BITS)
 
 /* Fixed grid of every reduction: results do not depend on the device. */
 #define LOWBIT_REDUCE_BLOCKS 256
@@ -144,7 +169,7 @@ typedef struct LowbitElementwise {
      * ste_tern with TWN: the threshold (1 float, from twn_threshold_finalize);
      * dorefa_weights: max|tanh x| (1 float, from max_abs_tanh_finalize);
      * magnitude_aware_sign: the per-channel scales (`channels` floats, from
-     * channel_mean_finalize). A pointer rather than a value so the reduction
+     * channel_mean_finalize_<dt>). A pointer rather than a value so the reduction
      * result never round-trips through the host. */
     const float *reduced;
 } LowbitElementwise;

@@ -37,18 +37,29 @@ LOWBIT_FN float lowbit_tf_sign(float x) {
     return x;
 }
 
-// Straight-through estimator; outside the window +0 (a select, not a
-// multiply), and NaN / +-inf are outside every window.
+// Where the straight-through estimator passes: |x| <= clip, which NaN and
+// +-inf never are; everywhere without a clip. The one definition of the
+// window, shared by the gradient and the 1-bit masks (mask.cu).
+LOWBIT_FN bool lowbit_ste_passes(float x, uint32_t has_clip, float clip) {
+    return !has_clip || fabsf(x) <= clip;
+}
+
+// dy where the gradient passes, +0 elsewhere (a select, not a multiply).
+LOWBIT_FN float lowbit_pass_grad(bool passes, float dy) { return passes ? dy : 0.0f; }
+
+// Straight-through estimator; outside the window +0.
 LOWBIT_FN float lowbit_ste_grad(float x, float dy, uint32_t has_clip, float clip) {
-    if (!has_clip) return dy;
-    return fabsf(x) <= clip ? dy : 0.0f;
+    return lowbit_pass_grad(lowbit_ste_passes(x, has_clip, clip), dy);
 }
 
 // ste_heaviside(unipolar=true): dy for 0 <= x <= clip (x >= 0 without a
 // clip); NaN is outside, -0 inside.
+LOWBIT_FN bool lowbit_ste_unipolar_passes(float x, uint32_t has_clip, float clip) {
+    return x >= 0.0f && (!has_clip || x <= clip);
+}
+
 LOWBIT_FN float lowbit_ste_unipolar_grad(float x, float dy, uint32_t has_clip, float clip) {
-    bool inside = x >= 0.0f && (!has_clip || x <= clip);
-    return inside ? dy : 0.0f;
+    return lowbit_pass_grad(lowbit_ste_unipolar_passes(x, has_clip, clip), dy);
 }
 
 LOWBIT_FN float lowbit_heaviside(float x) {
@@ -116,9 +127,13 @@ LOWBIT_FN float lowbit_magnitude_aware_sign(float x, float scale) {
 }
 
 // The scale is a constant for the gradient.
+LOWBIT_FN float lowbit_magnitude_aware_sign_pass_grad(bool passes, float dy, float scale) {
+    return lowbit_pass_grad(passes, scale * dy);
+}
+
 LOWBIT_FN float lowbit_magnitude_aware_sign_grad(float x, float dy, float scale,
                                                  uint32_t has_clip, float clip) {
-    return lowbit_ste_grad(x, scale * dy, has_clip, clip);
+    return lowbit_magnitude_aware_sign_pass_grad(lowbit_ste_passes(x, has_clip, clip), dy, scale);
 }
 
 LOWBIT_FN float lowbit_mean_abs(double sum_abs, uint64_t count) {
@@ -156,8 +171,11 @@ LOWBIT_FN float lowbit_dorefa_quantize(float x, float n) {
     return lowbit_round_half_even(clipped * n) / n;
 }
 
+// 0 <= x <= 1 (-0 included, NaN not): where the activation gradient passes.
+LOWBIT_FN bool lowbit_dorefa_activations_passes(float x) { return x >= 0.0f && x <= 1.0f; }
+
 LOWBIT_FN float lowbit_dorefa_activations_grad(float x, float dy) {
-    return (x >= 0.0f && x <= 1.0f) ? dy : 0.0f;
+    return lowbit_pass_grad(lowbit_dorefa_activations_passes(x), dy);
 }
 
 // Eigen's rational tanh, as TensorFlow's CPU kernels compute it in f32. The

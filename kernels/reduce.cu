@@ -151,11 +151,13 @@ LOWBIT_FN void channel_finalize(const LowbitReduce &p, const double *partials, S
     }
 }
 
-struct StoreMeanAbs {
+// Rounded through T: larq holds the scale in the tensor's dtype, and a
+// masked forward hands it to the caller in that type.
+template <typename T> struct StoreMeanAbs {
     float *scales;
     uint64_t rows;
     LOWBIT_FN void operator()(uint64_t c, double sum) const {
-        scales[c] = lowbit_mean_abs(sum, rows);
+        scales[c] = lowbit_to_float(lowbit_from_float<T>(lowbit_mean_abs(sum, rows)));
     }
 };
 
@@ -199,6 +201,10 @@ template <typename T> struct StoreDalpha {
     extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
         rsign_dalpha_finalize_##dt(LowbitReduce p, const double *partials, T *dalpha) {       \
         channel_finalize(p, partials, StoreDalpha<T>{dalpha});                                \
+    }                                                                                         \
+    extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)                       \
+        channel_mean_finalize_##dt(LowbitReduce p, const double *partials, float *scales) {   \
+        channel_finalize(p, partials, StoreMeanAbs<T>{scales, p.rows});                       \
     }
 
 LOWBIT_REDUCE_KERNELS(float, f32)
@@ -211,10 +217,4 @@ extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)
     (void)p;
     const float m = combine(partials, 0.0f, NanMax());
     if (threadIdx.x == 0) out[0] = m;
-}
-
-// scales[c] = mean|x| of channel c.
-extern "C" __global__ void __launch_bounds__(LOWBIT_REDUCE_THREADS)
-    channel_mean_finalize(LowbitReduce p, const double *partials, float *scales) {
-    channel_finalize(p, partials, StoreMeanAbs{scales, p.rows});
 }

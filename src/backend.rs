@@ -237,6 +237,62 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// [`Quantizer::forward_with_mask`] on this backend, from and to host
+    /// memory (on CUDA: copies in, runs, copies out and waits, like
+    /// [`forward`](Self::forward); training code calls
+    /// [`crate::cuda::Cuda::forward_with_mask`] on device buffers).
+    ///
+    /// ```
+    /// use lowbit::{Backend, Device, Quantizer, mask_words};
+    ///
+    /// let backend = Backend::new(Device::Cpu)?;
+    /// let q: Quantizer = "dorefa(k_bit=2)".parse()?;
+    /// let x = [-0.5f32, 0.0, 0.4, 1.0, 1.5];
+    /// let (mut y, mut mask) = ([0.0f32; 5], vec![0u32; mask_words(5)]);
+    /// backend.forward_with_mask(&q, &x, &[5], &mut y, &mut mask, &mut [])?;
+    /// assert_eq!(mask, [0b01110]); // 0 ≤ x ≤ 1
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    pub fn forward_with_mask<T: Element>(
+        &self,
+        q: &Quantizer,
+        x: &[T],
+        shape: &[usize],
+        y: &mut [T],
+        mask: &mut [u32],
+        scale: &mut [T],
+    ) -> Result<()> {
+        let tensors = [("x", x.len()), ("y", y.len())];
+        crate::mask::check(q, shape, &tensors, mask.len(), scale.len())?;
+        match &self.inner {
+            Inner::Cpu => q.forward_with_mask(x, shape, y, mask, scale),
+            #[cfg(lowbit_cuda)]
+            Inner::Cuda(cuda) => host::forward_with_mask(cuda, q, x, shape, y, mask, scale),
+        }
+    }
+
+    /// [`Quantizer::backward_from_mask`] on this backend, from and to host
+    /// memory.
+    pub fn backward_from_mask<T: Element>(
+        &self,
+        q: &Quantizer,
+        mask: &[u32],
+        scale: &[T],
+        dy: &[T],
+        shape: &[usize],
+        dx: &mut [T],
+    ) -> Result<()> {
+        let tensors = [("dy", dy.len()), ("dx", dx.len())];
+        crate::mask::check(q, shape, &tensors, mask.len(), scale.len())?;
+        match &self.inner {
+            Inner::Cpu => q.backward_from_mask(mask, scale, dy, shape, dx),
+            #[cfg(lowbit_cuda)]
+            Inner::Cuda(cuda) => host::backward_from_mask(cuda, q, mask, scale, dy, shape, dx),
+        }
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.name(), self.reason)
@@ -366,6 +422,91 @@ mod host {
                     .map_err(err("cuMemcpyDtoHAsync"))?;
             }
         }
+        stream.synchronize().map_err(err("cuStreamSynchronize"))
+    }
+
+    /// [`Cuda::forward_with_mask`] on host memory; the buffers are checked.
+    pub(super) fn forward_with_mask<T: Element>(
+        cuda: &Cuda,
+        q: &Quantizer,
+        x: &[T],
+        shape: &[usize],
+        y: &mut [T],
+        mask: &mut [u32],
+        scale: &mut [T],
+    ) -> Result<()> {
+        if x.is_empty() {
+            // Shape [0, c]: no elements, and c channels whose mean is 0.
+            scale.fill(T::from_f32(0.0));
+            return Ok(());
+        }
+        let stream = cuda.context().default_stream();
+        let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
+        // SAFETY: the kernels write every element before the copies back.
+        let mut yd = unsafe { stream.alloc::<T>(y.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut md = unsafe { stream.alloc::<u32>(mask.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut sd = match scale.len() {
+            0 => None,
+            n => Some(unsafe { stream.alloc::<T>(n) }.map_err(err("cuMemAllocAsync"))?),
+        };
+        cuda.forward_with_mask(
+            q,
+            &stream,
+            &xd.as_view(),
+            shape,
+            &mut yd.as_view_mut(),
+            &mut md.as_view_mut(),
+            sd.as_mut().map(|s| s.as_view_mut()).as_mut(),
+            &mut Workspace::new(),
+        )?;
+        stream
+            .memcpy_dtoh(&yd, y)
+            .map_err(err("cuMemcpyDtoHAsync"))?;
+        stream
+            .memcpy_dtoh(&md, mask)
+            .map_err(err("cuMemcpyDtoHAsync"))?;
+        if let Some(sd) = &sd {
+            stream
+                .memcpy_dtoh(sd, scale)
+                .map_err(err("cuMemcpyDtoHAsync"))?;
+        }
+        stream.synchronize().map_err(err("cuStreamSynchronize"))
+    }
+
+    /// [`Cuda::backward_from_mask`] on host memory; the buffers are checked.
+    pub(super) fn backward_from_mask<T: Element>(
+        cuda: &Cuda,
+        q: &Quantizer,
+        mask: &[u32],
+        scale: &[T],
+        dy: &[T],
+        shape: &[usize],
+        dx: &mut [T],
+    ) -> Result<()> {
+        if dy.is_empty() {
+            return Ok(());
+        }
+        let stream = cuda.context().default_stream();
+        let md = stream.clone_htod(mask).map_err(err("cuMemcpyHtoDAsync"))?;
+        let sd = match scale.len() {
+            0 => None,
+            _ => Some(stream.clone_htod(scale).map_err(err("cuMemcpyHtoDAsync"))?),
+        };
+        let dyd = stream.clone_htod(dy).map_err(err("cuMemcpyHtoDAsync"))?;
+        // SAFETY: the kernel writes every element before the copy back.
+        let mut dxd = unsafe { stream.alloc::<T>(dx.len()) }.map_err(err("cuMemAllocAsync"))?;
+        cuda.backward_from_mask(
+            q,
+            &stream,
+            &md.as_view(),
+            sd.as_ref().map(|s| s.as_view()).as_ref(),
+            &dyd.as_view(),
+            shape,
+            &mut dxd.as_view_mut(),
+        )?;
+        stream
+            .memcpy_dtoh(&dxd, dx)
+            .map_err(err("cuMemcpyDtoHAsync"))?;
         stream.synchronize().map_err(err("cuStreamSynchronize"))
     }
 }

@@ -100,6 +100,29 @@ pub enum Error {
         len: usize,
     },
 
+    /// A buffer whose length is not the one the shape asks for, where that
+    /// is not the shape's element count: a mask (`mask_words(len)` words) or
+    /// a saved scale (one per channel).
+    #[error("`{buffer}` holds {len} elements, this shape needs {expected}")]
+    BufferLength {
+        /// Which buffer (`mask` or `scale`).
+        buffer: &'static str,
+        /// The length the shape asks for.
+        expected: usize,
+        /// That buffer's length.
+        len: usize,
+    },
+
+    /// A quantizer whose gradient needs more than a 1-bit mask of `x`, asked
+    /// for a masked forward or backward.
+    #[error("{quantizer} cannot save a 1-bit mask for its backward pass: {reason}")]
+    NotMaskable {
+        /// The quantizer, as its SPEC.
+        quantizer: String,
+        /// Why a mask is not enough.
+        reason: &'static str,
+    },
+
     /// A shape whose element count overflows `usize`.
     #[error("shape {0:?} has too many elements")]
     ShapeOverflow(Vec<usize>),

@@ -27,6 +27,10 @@
 //! [`bits`] packs binarized tensors into 32-bit words as Larq Compute Engine
 //! does (ste_sign's forward and packing in one) and computes larq's
 //! `flip_ratio` metric on packed signs.
+//!
+//! The straight-through estimators can save a 1-bit mask of where their
+//! gradient passes instead of their input, for a backward pass with the same
+//! bits: [`Quantizer::forward_with_mask`], [`Quantizer::backward_from_mask`].
 
 // Every public item is documented; CI's clippy -D warnings enforces it.
 #![warn(missing_docs)]
@@ -42,11 +46,13 @@ mod cpu;
 pub mod cuda;
 mod element;
 mod error;
+mod mask;
 mod quantizer;
 
 pub use backend::{Backend, Device};
 pub use element::{DType, Element};
 pub use error::{Error, Result};
+pub use mask::{MASK_BITS, mask_words};
 pub use quantizer::{
     DEFAULT_BETA, DEFAULT_CLIP, DEFAULT_K_BIT, DEFAULT_TERN_THRESHOLD, DorefaMode, K_BIT_RANGE,
     Kind, Quantizer, WeightScale,

@@ -48,15 +48,20 @@ fn tf_sign(x: f32) -> f32 {
 /// with no clip (`None`) `dy` everywhere, even at NaN and ±inf.
 #[inline(always)]
 pub fn ste_grad(x: f32, dy: f32, clip: Option<f32>) -> f32 {
+    pass_grad(ste_passes(x, clip), dy)
+}
+
+/// Where the straight-through estimator lets the gradient through: `|x| ≤
+/// clip`, which NaN and ±inf never are; everywhere when there is no clip.
+///
+/// The one definition of the window: [`ste_grad`] selects with it, and the
+/// 1-bit masks of [`Quantizer::forward_with_mask`](crate::Quantizer::forward_with_mask)
+/// store it, so the gradient from a mask is the gradient from `x`.
+#[inline(always)]
+pub fn ste_passes(x: f32, clip: Option<f32>) -> bool {
     match clip {
-        None => dy,
-        Some(c) => {
-            if x.abs() <= c {
-                dy
-            } else {
-                0.0
-            }
-        }
+        None => true,
+        Some(c) => x.abs() <= c,
     }
 }
 
@@ -65,12 +70,18 @@ pub fn ste_grad(x: f32, dy: f32, clip: Option<f32>) -> f32 {
 /// is outside, `−0` inside.
 #[inline(always)]
 pub fn ste_unipolar_grad(x: f32, dy: f32, clip: Option<f32>) -> f32 {
-    let inside = x >= 0.0
+    pass_grad(ste_unipolar_passes(x, clip), dy)
+}
+
+/// Where the unipolar straight-through estimator lets the gradient through:
+/// `0 ≤ x ≤ clip`, or `x ≥ 0` with no clip.
+#[inline(always)]
+pub fn ste_unipolar_passes(x: f32, clip: Option<f32>) -> bool {
+    x >= 0.0
         && match clip {
             None => true,
             Some(c) => x <= c,
-        };
-    if inside { dy } else { 0.0 }
+        }
 }
 
 /// IR-Net's EDE schedule: `t = 10^(−3 + 4·progress)`, i.e. from `Tmin = 1e−3`
@@ -90,6 +101,14 @@ pub fn ede_grad(x: f32, dy: f32, t: f32) -> f32 {
     let kt = if t > 1.0 { t } else { 1.0 };
     let th = tanh(t * x);
     dy * kt * (1.0 - th * th)
+}
+
+/// A masked estimator's gradient once its window is known: `dy` where it
+/// passes, `+0` elsewhere (a select, as larq's `tf.where`, so a NaN or
+/// infinite `dy` outside the window still gives `+0`).
+#[inline(always)]
+pub fn pass_grad(passes: bool, dy: f32) -> f32 {
+    if passes { dy } else { 0.0 }
 }
 
 /// `ste_heaviside` forward: 1 for x > 0, 0 for x ≤ 0 (including −0), NaN for NaN.
@@ -202,7 +221,14 @@ pub fn magnitude_aware_sign(x: f32, scale: f32) -> f32 {
 /// so it is `scale · dy` inside the clip window and `+0` outside.
 #[inline(always)]
 pub fn magnitude_aware_sign_grad(x: f32, dy: f32, scale: f32, clip: Option<f32>) -> f32 {
-    ste_grad(x, scale * dy, clip)
+    magnitude_aware_sign_pass_grad(ste_passes(x, clip), dy, scale)
+}
+
+/// [`magnitude_aware_sign_grad`] once its window is known (from `x` or from
+/// a mask): `scale · dy` where it passes, `+0` elsewhere.
+#[inline(always)]
+pub fn magnitude_aware_sign_pass_grad(passes: bool, dy: f32, scale: f32) -> f32 {
+    pass_grad(passes, scale * dy)
 }
 
 /// Mean of `|x|` from its sum and count (Bi-Real's per-channel scale).
@@ -270,7 +296,14 @@ fn round_half_even(v: f32) -> f32 {
 /// DoReFa activations gradient: `dy` where `0 ≤ x ≤ 1`, else `+0`.
 #[inline(always)]
 pub fn dorefa_activations_grad(x: f32, dy: f32) -> f32 {
-    if (0.0..=1.0).contains(&x) { dy } else { 0.0 }
+    pass_grad(dorefa_activations_passes(x), dy)
+}
+
+/// Where DoReFa's activation gradient passes: `0 ≤ x ≤ 1` (−0 included, NaN
+/// not). Shared by [`dorefa_activations_grad`] and the 1-bit masks.
+#[inline(always)]
+pub fn dorefa_activations_passes(x: f32) -> bool {
+    (0.0..=1.0).contains(&x)
 }
 
 /// DoReFa weights forward: `t = tanh x`, `v = t / (2·max|t|) + 0.5`

@@ -231,6 +231,211 @@ fn bad_input_is_an_error_and_writes_nothing(b: &Backend) -> Result<(), String> {
     }
 }
 
+/// The quantizers that save a 1-bit mask for their backward pass.
+const MASKED: &[&str] = &[
+    "ste_sign",
+    "ste_sign(clip_value=none)",
+    "ste_heaviside(clip_value=0.5)",
+    "magnitude_aware_sign",
+    "magnitude_aware_sign(clip_value=none)",
+    "ste_tern(threshold_value=0.1)",
+    "ste_tern(ternary_weight_networks=true)",
+    "dorefa(k_bit=2)",
+    "noop(precision=32)",
+];
+
+fn same<T: Element>(a: T, b: T) -> bool {
+    let (a, b) = (a.to_f32(), b.to_f32());
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// `(y, mask, scale)` of a masked forward on `b`.
+type Masked<T> = (Vec<T>, Vec<u32>, Vec<T>);
+
+fn forward_with_mask<T: Element>(
+    b: &Backend,
+    q: &Quantizer,
+    x: &[T],
+    shape: &[usize],
+) -> Result<Masked<T>, String> {
+    let mut y = vec![T::default(); x.len()];
+    let mut mask = vec![0u32; lowbit::mask_words(x.len())];
+    let mut scale = vec![T::default(); q.saved_scale_len(shape).unwrap()];
+    b.forward_with_mask(q, x, shape, &mut y, &mut mask, &mut scale)
+        .map_err(|e| e.to_string())?;
+    Ok((y, mask, scale))
+}
+
+fn masks_agree<T: Element>(b: &Backend, spec: &str, n: usize) -> Result<(), String> {
+    let q: Quantizer = spec.parse().unwrap();
+    // Not a whole number of mask words; 61 channels start rows mid-word.
+    let shape = if spec.starts_with("magnitude") {
+        vec![n / 61, 61]
+    } else {
+        vec![if n.is_multiple_of(32) { n + 5 } else { n }]
+    };
+    let (shape, n) = (&shape[..], shape.iter().product());
+    let (x, dy) = (random::<T>(n, 7, !reduces(spec)), random::<T>(n, 8, true));
+    let fail = |what: &str, i: usize| {
+        format!(
+            "{spec} {:?} {what}[{i}] x={:e} differs on {}",
+            T::DTYPE,
+            x[i].to_f32(),
+            b.name()
+        )
+    };
+
+    let (y, mask, scale) = forward_with_mask(b, &q, &x, shape)?;
+    let (cpu_y, cpu_mask, cpu_scale) =
+        forward_with_mask(&Backend::new(Device::Cpu).unwrap(), &q, &x, shape)?;
+    // The bit depends on x and the clip alone: the same on every backend.
+    if let Some(i) = (0..n).find(|&i| (mask[i / 32] ^ cpu_mask[i / 32]) >> (i % 32) & 1 != 0) {
+        return Err(fail("mask bit", i));
+    }
+    if mask.last() != cpu_mask.last() {
+        return Err(format!("{spec}: trailing bits differ"));
+    }
+    let tol = tolerance(spec, false);
+    let close = |g: T, w: T| {
+        let (g, w) = (f64::from(g.to_f32()), f64::from(w.to_f32()));
+        (g - w).abs() <= tol * (1.0 + w.abs())
+    };
+    let twn = spec.contains("ternary_weight_networks=true");
+    for i in 0..n {
+        if !(same(y[i], cpu_y[i]) || close(y[i], cpu_y[i]) || twn && near_threshold(&x, i)) {
+            return Err(fail("y", i));
+        }
+    }
+    if let Some(c) =
+        (0..scale.len()).find(|&c| !(same(scale[c], cpu_scale[c]) || close(scale[c], cpu_scale[c])))
+    {
+        return Err(format!("{spec}: scale[{c}] differs on {}", b.name()));
+    }
+
+    // From the same mask and scale every backend gives the same bits, and
+    // they are the bits of the gradient from x on that backend.
+    let mut dx = vec![T::default(); n];
+    b.backward_from_mask(&q, &cpu_mask, &cpu_scale, &dy, shape, &mut dx)
+        .map_err(|e| e.to_string())?;
+    let want = q.backward_vec(&x, &dy, shape).unwrap();
+    if let Some(i) = (0..n).find(|&i| !same(dx[i], want[i])) {
+        return Err(fail("dx from the CPU's mask", i));
+    }
+    b.backward_from_mask(&q, &mask, &scale, &dy, shape, &mut dx)
+        .map_err(|e| e.to_string())?;
+    let mut want = vec![T::default(); n];
+    b.backward(&q, &x, &dy, shape, &mut want)
+        .map_err(|e| e.to_string())?;
+    if let Some(i) = (0..n).find(|&i| !same(dx[i], want[i])) {
+        return Err(fail("dx from its own mask", i));
+    }
+    Ok(())
+}
+
+fn masked_passes_agree_with_the_cpu_and_with_x(b: &Backend) -> Result<(), String> {
+    let n = elements();
+    for spec in MASKED {
+        masks_agree::<f32>(b, spec, n)?;
+        masks_agree::<f16>(b, spec, n)?;
+        masks_agree::<bf16>(b, spec, n)?;
+    }
+    Ok(())
+}
+
+fn masks_for_quantizers_that_need_x_are_an_error(b: &Backend) -> Result<(), String> {
+    let (mut y, mut mask, mut dx) = ([7.0f32; 3], [7u32], [7.0f32; 3]);
+    for spec in ["approx_sign", "swish_sign", "dorefa(mode=weights)"] {
+        let q: Quantizer = spec.parse().unwrap();
+        let fwd = b.forward_with_mask(&q, &[1.0f32; 3], &[3], &mut y, &mut mask, &mut []);
+        let bwd = b.backward_from_mask(&q, &mask, &[], &[1.0f32; 3], &[3], &mut dx);
+        for r in [fwd, bwd] {
+            if !matches!(r, Err(lowbit::Error::NotMaskable { .. })) {
+                return Err(format!("{spec}: expected NotMaskable, got {r:?}"));
+            }
+        }
+    }
+    if (y, mask, dx) != ([7.0; 3], [7], [7.0; 3]) {
+        return Err("an output was written".into());
+    }
+    Ok(())
+}
+
+/// Masked passes through cudarc views offset from their allocations, on a
+/// stream of the caller's.
+#[cfg(lowbit_cuda)]
+fn device_mask_views_offset_by_one(b: &Backend) -> Result<(), String> {
+    let Some(cuda) = b.as_cuda() else {
+        return Ok(());
+    };
+    let err = |e: cudarc::driver::DriverError| format!("{e:?}");
+    let stream = cuda.context().new_stream().map_err(err)?;
+    let (rows, channels) = (157, 64);
+    let n = rows * channels - 3;
+    for spec in MASKED {
+        let q: Quantizer = spec.parse().unwrap();
+        let shape = if spec.starts_with("magnitude") {
+            vec![rows - 1, channels]
+        } else {
+            vec![n]
+        };
+        let n: usize = shape.iter().product();
+        let x = random::<bf16>(n + 1, 9, !reduces(spec));
+        let dy = random::<bf16>(n + 1, 10, true);
+        let words = lowbit::mask_words(n);
+        let scales = q.saved_scale_len(&shape).unwrap();
+        let xd = stream.clone_htod(&x).map_err(err)?;
+        let dyd = stream.clone_htod(&dy).map_err(err)?;
+        let mut y = stream.alloc_zeros::<bf16>(n + 1).map_err(err)?;
+        let mut mask = stream.alloc_zeros::<u32>(words + 1).map_err(err)?;
+        let mut scale = stream.alloc_zeros::<bf16>(scales + 1).map_err(err)?;
+        let mut dx = stream.alloc_zeros::<bf16>(n + 2).map_err(err)?;
+        let mut ws = lowbit::cuda::Workspace::new();
+        let mut scale_view = scale.slice_mut(1..);
+        cuda.forward_with_mask(
+            &q,
+            &stream,
+            &xd.slice(1..),
+            &shape,
+            &mut y.slice_mut(1..),
+            &mut mask.slice_mut(1..),
+            (scales > 0).then_some(&mut scale_view),
+            &mut ws,
+        )
+        .map_err(|e| e.to_string())?;
+        let scale_view = scale.slice(1..);
+        cuda.backward_from_mask(
+            &q,
+            &stream,
+            &mask.slice(1..),
+            (scales > 0).then_some(&scale_view),
+            &dyd.slice(1..),
+            &shape,
+            &mut dx.slice_mut(2..),
+        )
+        .map_err(|e| e.to_string())?;
+        let got = stream.clone_dtoh(&dx).map_err(err)?;
+        let mut want = vec![bf16::ZERO; n];
+        b.backward(&q, &x[1..], &dy[1..], &shape, &mut want)
+            .map_err(|e| e.to_string())?;
+        if let Some(i) = (0..n).find(|&i| !same(got[i + 2], want[i])) {
+            return Err(format!(
+                "{spec}: dx[{i}] from the mask differs from dx from x"
+            ));
+        }
+        let before = [
+            stream.clone_dtoh(&y).map_err(err)?[0].to_f32(),
+            stream.clone_dtoh(&scale).map_err(err)?[0].to_f32(),
+            got[0].to_f32(),
+            got[1].to_f32(),
+        ];
+        let mask0 = stream.clone_dtoh(&mask).map_err(err)?[0];
+        if before != [0.0; 4] || mask0 != 0 {
+            return Err(format!("{spec}: wrote before a view"));
+        }
+    }
+    Ok(())
+}
+
 /// Offsets by one element (unaligned for the 16-byte path), on a stream of
 /// the caller's, through cudarc views.
 #[cfg(lowbit_cuda)]
@@ -452,6 +657,16 @@ fn main() {
             bad_input_is_an_error_and_writes_nothing,
             false,
         ),
+        (
+            "masked_passes_agree_with_the_cpu_and_with_x",
+            masked_passes_agree_with_the_cpu_and_with_x,
+            false,
+        ),
+        (
+            "masks_for_quantizers_that_need_x_are_an_error",
+            masks_for_quantizers_that_need_x_are_an_error,
+            false,
+        ),
     ];
     tests.push((
         "rsign_agrees_with_the_cpu",
@@ -473,6 +688,12 @@ fn main() {
     tests.push((
         "rsign_device_views_offset_by_one",
         rsign_device_views_offset_by_one,
+        true,
+    ));
+    #[cfg(lowbit_cuda)]
+    tests.push((
+        "device_mask_views_offset_by_one",
+        device_mask_views_offset_by_one,
         true,
     ));
     let filter: Vec<String> = std::env::args()

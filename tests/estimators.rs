@@ -319,3 +319,33 @@ fn only_the_sign_family_takes_a_weight_scale() {
         Err(Error::UnknownParameter { key, .. }) if key == "scale"
     ));
 }
+
+#[test]
+fn masks_cover_unipolar_heaviside_and_refuse_what_a_bit_cannot_hold() {
+    // Unipolar ste_heaviside is a window estimator: its mask is 0 ≤ x ≤ clip.
+    let q = q("ste_heaviside(clip_value=0.5, unipolar=true)");
+    let x = [-0.5f32, -0.0, 0.25, 0.5, 0.75, f32::NAN];
+    let (mut y, mut mask) = ([0.0f32; 6], [0u32; 1]);
+    q.forward_with_mask(&x, &[6], &mut y, &mut mask, &mut [])
+        .unwrap();
+    assert_eq!(mask, [0b001110]);
+    let dy = [3.0f32; 6];
+    let mut from_mask = [9.0f32; 6];
+    q.backward_from_mask(&mask, &[], &dy, &[6], &mut from_mask)
+        .unwrap();
+    assert_eq!(from_mask, q.backward_vec(&x, &dy, &[6]).unwrap()[..]);
+    // A scaled sign, EDE and rsign need more than a bit: typed errors, and
+    // nothing written.
+    for spec in ["ste_sign(scale=first_axis)", "ede", "rsign"] {
+        let (mut y, mut mask) = ([7.0f32; 4], [7u32; 1]);
+        let e = q_err(spec, &mut y, &mut mask);
+        assert!(matches!(e, Error::NotMaskable { .. }), "{spec}: {e}");
+        assert_eq!((y, mask), ([7.0; 4], [7]), "{spec}");
+    }
+}
+
+fn q_err(spec: &str, y: &mut [f32; 4], mask: &mut [u32; 1]) -> Error {
+    q(spec)
+        .forward_with_mask(&[0.5f32; 4], &[2, 2], y, mask, &mut [])
+        .unwrap_err()
+}

@@ -153,7 +153,7 @@ impl Reference {
                         let sum: f64 = (0..rows)
                             .map(|r| f64::from(x[r * channels + c].abs()))
                             .sum();
-                        scalar::mean_abs(sum, rows)
+                        T::round_f32(scalar::mean_abs(sum, rows))
                     })
                     .collect();
             }

@@ -8,6 +8,7 @@
 //! the loops over those buffers are plain zips the compiler vectorizes.
 
 pub(crate) mod bits;
+pub(crate) mod mask;
 mod reduce;
 pub(crate) mod rsign;
 
@@ -60,12 +61,7 @@ pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &m
             ternary_weight_networks,
             ..
         } => {
-            let threshold = if ternary_weight_networks {
-                scalar::twn_threshold(reduce::sum_abs(x), x.len())
-            } else {
-                threshold_value
-            };
-            let threshold = T::round_f32(threshold);
+            let threshold = tern_threshold(x, threshold_value, ternary_weight_networks);
             map1(
                 x,
                 y,
@@ -118,6 +114,17 @@ pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &m
         Kind::NoOp { .. } => copy(x, y),
         Kind::RSign => unreachable!("rsign needs α: the plain calls refuse it (api::check_plain)"),
     }
+}
+
+/// ste_tern's threshold as the elements see it: TWN's from `x` or the fixed
+/// one, rounded to `T` as larq casts it.
+fn tern_threshold<T: Element>(x: &[T], threshold_value: f32, twn: bool) -> f32 {
+    let threshold = if twn {
+        scalar::twn_threshold(reduce::sum_abs(x), x.len())
+    } else {
+        threshold_value
+    };
+    T::round_f32(threshold)
 }
 
 /// `dx = dq/dx · dy`, with the same preconditions as [`forward`].

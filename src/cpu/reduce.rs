@@ -80,7 +80,9 @@ pub(super) fn max_abs_tanh<T: Element>(x: &[T]) -> f32 {
 /// instead of by row ranges.
 const WIDE: usize = BLOCK;
 
-/// Mean |x| of each channel (the last axis) over every other axis.
+/// Mean |x| of each channel (the last axis) over every other axis, rounded
+/// to `T` as larq holds it: a masked forward hands the scale to the caller in
+/// the tensor's type, and its backward must then see the values this does.
 pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32> {
     if channels == 0 {
         return Vec::new();
@@ -130,6 +132,6 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
         sums
     };
     sums.into_iter()
-        .map(|s| scalar::mean_abs(s, rows))
+        .map(|s| T::round_f32(scalar::mean_abs(s, rows)))
         .collect()
 }

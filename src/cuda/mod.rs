@@ -7,6 +7,7 @@
 //! caller keeps per stream.
 
 mod bits;
+mod mask;
 mod plan;
 pub(crate) mod probe;
 
@@ -83,7 +84,7 @@ impl Cuda {
     pub fn with_context(ctx: Arc<CudaContext>) -> Result<Self> {
         let mut functions = HashMap::new();
         let mut modules = Vec::new();
-        for src in [ptx::ELEMENTWISE, ptx::REDUCE, ptx::BITS] {
+        for src in [ptx::ELEMENTWISE, ptx::REDUCE, ptx::BITS, ptx::MASK] {
             // A driver older than the PTX (nvcc 13 emits PTX 9.0, which needs
             // driver 580) fails here; `auto` then falls back to the CPU.
             let module = ctx.load_module(Ptx::from_src(src)).map_err(|e| {

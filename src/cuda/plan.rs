@@ -197,7 +197,7 @@ pub(crate) fn kernel_name(q: &Quantizer, dir: Direction, dtype: DType) -> Option
 
 /// The parameters of the elementwise kernel. Thresholds are rounded to the
 /// tensor's type here, as the CPU path does.
-fn elementwise_params(
+pub(super) fn elementwise_params(
     q: &Quantizer,
     dtype: DType,
     len: usize,
@@ -275,9 +275,59 @@ pub(crate) fn plan(
             bytes: len * dtype.size(),
         }];
     };
+    let mut steps = reduction_steps(
+        q,
+        dir,
+        dtype,
+        [len, channels, inner],
+        bufs.x,
+        bufs.workspace,
+    );
+    let reduced = reduced_ptr(q, dir, [len, channels, inner], bufs.workspace);
+    let params = elementwise_params(q, dtype, len, channels, inner, reduced);
+    let mut args = vec![Arg::Elementwise(params), Arg::Ptr(bufs.x)];
+    if dir == Direction::Backward {
+        args.push(Arg::Ptr(bufs.dy));
+    }
+    args.push(Arg::Ptr(bufs.out));
+    steps.push(Step::Launch {
+        kernel,
+        grid: elementwise_grid(len, dtype),
+        block: LOWBIT_THREADS,
+        args,
+    });
+    steps
+}
+
+/// A tensor's element count, channels (last axis) and elements per
+/// first-axis index.
+pub(super) type Dims = [usize; 3];
+
+/// Where the reduction's result lies in `workspace`, for
+/// `LowbitElementwise::reduced`; 0 when the call reduces nothing.
+pub(super) fn reduced_ptr(q: &Quantizer, dir: Direction, dims: Dims, workspace: u64) -> u64 {
+    let [len, channels, inner] = dims;
     let lay = layout(q, dir, len, channels, inner);
-    let partials = bufs.workspace;
-    let reduced = bufs.workspace + lay.reduced as u64;
+    if lay.bytes == 0 {
+        0
+    } else {
+        workspace + lay.reduced as u64
+    }
+}
+
+/// The launches that fill `workspace` (see [`layout`]) before the
+/// elementwise kernel runs; none when the quantizer reduces nothing.
+pub(super) fn reduction_steps(
+    q: &Quantizer,
+    dir: Direction,
+    dtype: DType,
+    dims: Dims,
+    x: u64,
+    workspace: u64,
+) -> Vec<Step> {
+    let [len, channels, inner] = dims;
+    let partials = workspace;
+    let reduced = reduced_ptr(q, dir, dims, workspace);
     let reduce = LowbitReduce {
         len: len as u64,
         channels: channels as u64,
@@ -300,7 +350,7 @@ pub(crate) fn plan(
                 rows: rows as u64,
                 ..reduce
             };
-            let args = vec![Arg::Reduce(reduce), Arg::Ptr(bufs.x), Arg::Ptr(reduced)];
+            let args = vec![Arg::Reduce(reduce), Arg::Ptr(x), Arg::Ptr(reduced)];
             let grid = rows.clamp(1, 1 << 16) as u32;
             steps.push(launch(format!("row_mean_abs_{dt}"), grid, threads, args));
             (None, None, 1)
@@ -317,36 +367,16 @@ pub(crate) fn plan(
         ),
         Reduction::ChannelMeanAbs => (
             Some(format!("channel_sum_abs_partial_{dt}")),
-            Some("channel_mean_finalize".to_string()),
+            Some(format!("channel_mean_finalize_{dt}")),
             blocks,
         ),
     };
     if let (Some(partial), Some(finalize)) = (partial, finalize) {
-        let args = vec![Arg::Reduce(reduce), Arg::Ptr(bufs.x), Arg::Ptr(partials)];
+        let args = vec![Arg::Reduce(reduce), Arg::Ptr(x), Arg::Ptr(partials)];
         steps.push(launch(partial, blocks, threads, args));
         let args = vec![Arg::Reduce(reduce), Arg::Ptr(partials), Arg::Ptr(reduced)];
         steps.push(launch(finalize, finalize_grid, threads, args));
     }
-    let uses_reduced = lay.bytes != 0;
-    let params = elementwise_params(
-        q,
-        dtype,
-        len,
-        channels,
-        inner,
-        if uses_reduced { reduced } else { 0 },
-    );
-    let mut args = vec![Arg::Elementwise(params), Arg::Ptr(bufs.x)];
-    if dir == Direction::Backward {
-        args.push(Arg::Ptr(bufs.dy));
-    }
-    args.push(Arg::Ptr(bufs.out));
-    steps.push(launch(
-        kernel,
-        elementwise_grid(len, dtype),
-        LOWBIT_THREADS,
-        args,
-    ));
     steps
 }
 
@@ -567,7 +597,7 @@ mod tests {
             names,
             [
                 ("channel_sum_abs_partial_f32", 256),
-                ("channel_mean_finalize", 256),
+                ("channel_mean_finalize_f32", 256),
                 ("magnitude_aware_sign_fwd_f32", 7)
             ]
         );
