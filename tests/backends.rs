@@ -236,6 +236,7 @@ const MASKED: &[&str] = &[
     "ste_sign",
     "ste_sign(clip_value=none)",
     "ste_heaviside(clip_value=0.5)",
+    "ste_heaviside(clip_value=0.5, unipolar=true)",
     "magnitude_aware_sign",
     "magnitude_aware_sign(clip_value=none)",
     "ste_tern(threshold_value=0.1)",
