@@ -302,17 +302,11 @@ impl fmt::Display for Backend {
 /// Host-memory calls on the CUDA backend: copy in, run, copy out, wait.
 #[cfg(lowbit_cuda)]
 mod host {
+    use crate::cuda::driver;
     use crate::cuda::{Cuda, Workspace};
     use crate::element::Element;
-    use crate::error::{Error, Result};
+    use crate::error::Result;
     use crate::quantizer::Quantizer;
-
-    fn err(call: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
-        move |e| Error::Cuda {
-            call,
-            message: format!("{e:?}"),
-        }
-    }
 
     /// `q`'s forward (`dy` is `None`) or backward pass on host memory.
     pub(super) fn run<T: Element>(
@@ -327,9 +321,9 @@ mod host {
             return Ok(());
         }
         let stream = cuda.context().default_stream();
-        let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
+        let xd = stream.clone_htod(x).map_err(driver("cuMemcpyHtoDAsync"))?;
         // SAFETY: every element is written by the kernel before the copy back.
-        let mut od = unsafe { stream.alloc::<T>(x.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut od = unsafe { stream.alloc::<T>(x.len()) }.map_err(driver("cuMemAllocAsync"))?;
         let mut ws = Workspace::new();
         match dy {
             None => cuda.forward(
@@ -341,7 +335,7 @@ mod host {
                 &mut ws,
             )?,
             Some(dy) => {
-                let dyd = stream.clone_htod(dy).map_err(err("cuMemcpyHtoDAsync"))?;
+                let dyd = stream.clone_htod(dy).map_err(driver("cuMemcpyHtoDAsync"))?;
                 let dy = dyd.as_view();
                 cuda.backward(
                     q,
@@ -356,8 +350,8 @@ mod host {
         }
         stream
             .memcpy_dtoh(&od, out)
-            .map_err(err("cuMemcpyDtoHAsync"))?;
-        stream.synchronize().map_err(err("cuStreamSynchronize"))
+            .map_err(driver("cuMemcpyDtoHAsync"))?;
+        stream.synchronize().map_err(driver("cuStreamSynchronize"))
     }
 
     /// `rsign`'s forward (`grad` is `None`) or backward pass (`grad` holds
@@ -379,10 +373,12 @@ mod host {
             return Ok(());
         }
         let stream = cuda.context().default_stream();
-        let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
-        let ad = stream.clone_htod(alpha).map_err(err("cuMemcpyHtoDAsync"))?;
+        let xd = stream.clone_htod(x).map_err(driver("cuMemcpyHtoDAsync"))?;
+        let ad = stream
+            .clone_htod(alpha)
+            .map_err(driver("cuMemcpyHtoDAsync"))?;
         // SAFETY: every element is written by the kernels before the copy back.
-        let mut od = unsafe { stream.alloc::<T>(x.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut od = unsafe { stream.alloc::<T>(x.len()) }.map_err(driver("cuMemAllocAsync"))?;
         match grad {
             None => {
                 cuda.forward_with_thresholds(
@@ -395,13 +391,13 @@ mod host {
                 )?;
                 stream
                     .memcpy_dtoh(&od, out)
-                    .map_err(err("cuMemcpyDtoHAsync"))?;
+                    .map_err(driver("cuMemcpyDtoHAsync"))?;
             }
             Some((dy, dalpha)) => {
-                let dyd = stream.clone_htod(dy).map_err(err("cuMemcpyHtoDAsync"))?;
+                let dyd = stream.clone_htod(dy).map_err(driver("cuMemcpyHtoDAsync"))?;
                 // SAFETY: as `od`.
                 let mut dad =
-                    unsafe { stream.alloc::<T>(alpha.len()) }.map_err(err("cuMemAllocAsync"))?;
+                    unsafe { stream.alloc::<T>(alpha.len()) }.map_err(driver("cuMemAllocAsync"))?;
                 let mut ws = Workspace::new();
                 cuda.backward_with_thresholds(
                     q,
@@ -416,13 +412,13 @@ mod host {
                 )?;
                 stream
                     .memcpy_dtoh(&od, out)
-                    .map_err(err("cuMemcpyDtoHAsync"))?;
+                    .map_err(driver("cuMemcpyDtoHAsync"))?;
                 stream
                     .memcpy_dtoh(&dad, dalpha)
-                    .map_err(err("cuMemcpyDtoHAsync"))?;
+                    .map_err(driver("cuMemcpyDtoHAsync"))?;
             }
         }
-        stream.synchronize().map_err(err("cuStreamSynchronize"))
+        stream.synchronize().map_err(driver("cuStreamSynchronize"))
     }
 
     /// [`Cuda::forward_with_mask`] on host memory; the buffers are checked.
@@ -441,13 +437,14 @@ mod host {
             return Ok(());
         }
         let stream = cuda.context().default_stream();
-        let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
+        let xd = stream.clone_htod(x).map_err(driver("cuMemcpyHtoDAsync"))?;
         // SAFETY: the kernels write every element before the copies back.
-        let mut yd = unsafe { stream.alloc::<T>(y.len()) }.map_err(err("cuMemAllocAsync"))?;
-        let mut md = unsafe { stream.alloc::<u32>(mask.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut yd = unsafe { stream.alloc::<T>(y.len()) }.map_err(driver("cuMemAllocAsync"))?;
+        let mut md =
+            unsafe { stream.alloc::<u32>(mask.len()) }.map_err(driver("cuMemAllocAsync"))?;
         let mut sd = match scale.len() {
             0 => None,
-            n => Some(unsafe { stream.alloc::<T>(n) }.map_err(err("cuMemAllocAsync"))?),
+            n => Some(unsafe { stream.alloc::<T>(n) }.map_err(driver("cuMemAllocAsync"))?),
         };
         cuda.forward_with_mask(
             q,
@@ -461,16 +458,16 @@ mod host {
         )?;
         stream
             .memcpy_dtoh(&yd, y)
-            .map_err(err("cuMemcpyDtoHAsync"))?;
+            .map_err(driver("cuMemcpyDtoHAsync"))?;
         stream
             .memcpy_dtoh(&md, mask)
-            .map_err(err("cuMemcpyDtoHAsync"))?;
+            .map_err(driver("cuMemcpyDtoHAsync"))?;
         if let Some(sd) = &sd {
             stream
                 .memcpy_dtoh(sd, scale)
-                .map_err(err("cuMemcpyDtoHAsync"))?;
+                .map_err(driver("cuMemcpyDtoHAsync"))?;
         }
-        stream.synchronize().map_err(err("cuStreamSynchronize"))
+        stream.synchronize().map_err(driver("cuStreamSynchronize"))
     }
 
     /// [`Cuda::backward_from_mask`] on host memory; the buffers are checked.
@@ -487,14 +484,20 @@ mod host {
             return Ok(());
         }
         let stream = cuda.context().default_stream();
-        let md = stream.clone_htod(mask).map_err(err("cuMemcpyHtoDAsync"))?;
+        let md = stream
+            .clone_htod(mask)
+            .map_err(driver("cuMemcpyHtoDAsync"))?;
         let sd = match scale.len() {
             0 => None,
-            _ => Some(stream.clone_htod(scale).map_err(err("cuMemcpyHtoDAsync"))?),
+            _ => Some(
+                stream
+                    .clone_htod(scale)
+                    .map_err(driver("cuMemcpyHtoDAsync"))?,
+            ),
         };
-        let dyd = stream.clone_htod(dy).map_err(err("cuMemcpyHtoDAsync"))?;
+        let dyd = stream.clone_htod(dy).map_err(driver("cuMemcpyHtoDAsync"))?;
         // SAFETY: the kernel writes every element before the copy back.
-        let mut dxd = unsafe { stream.alloc::<T>(dx.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut dxd = unsafe { stream.alloc::<T>(dx.len()) }.map_err(driver("cuMemAllocAsync"))?;
         cuda.backward_from_mask(
             q,
             &stream,
@@ -506,7 +509,7 @@ mod host {
         )?;
         stream
             .memcpy_dtoh(&dxd, dx)
-            .map_err(err("cuMemcpyDtoHAsync"))?;
-        stream.synchronize().map_err(err("cuStreamSynchronize"))
+            .map_err(driver("cuMemcpyDtoHAsync"))?;
+        stream.synchronize().map_err(driver("cuStreamSynchronize"))
     }
 }

@@ -494,16 +494,10 @@ impl FlipRatio {
 #[cfg(lowbit_cuda)]
 mod host {
     use super::Flips;
+    use crate::cuda::driver;
     use crate::cuda::{Cuda, DeviceFlipRatio};
     use crate::element::Element;
-    use crate::error::{Error, Result};
-
-    fn err(call: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
-        move |e| Error::Cuda {
-            call,
-            message: format!("{e:?}"),
-        }
-    }
+    use crate::error::Result;
 
     pub(super) fn pack<T: Element>(
         cuda: &Cuda,
@@ -515,15 +509,15 @@ mod host {
             return Ok(());
         }
         let stream = cuda.context().default_stream();
-        let xd = stream.clone_htod(x).map_err(err("cuMemcpyHtoDAsync"))?;
+        let xd = stream.clone_htod(x).map_err(driver("cuMemcpyHtoDAsync"))?;
         // SAFETY: the kernel writes every word before the copy back.
         let mut pd =
-            unsafe { stream.alloc::<u32>(packed.len()) }.map_err(err("cuMemAllocAsync"))?;
+            unsafe { stream.alloc::<u32>(packed.len()) }.map_err(driver("cuMemAllocAsync"))?;
         cuda.pack(&stream, &xd.as_view(), shape, &mut pd.as_view_mut())?;
         stream
             .memcpy_dtoh(&pd, packed)
-            .map_err(err("cuMemcpyDtoHAsync"))?;
-        stream.synchronize().map_err(err("cuStreamSynchronize"))
+            .map_err(driver("cuMemcpyDtoHAsync"))?;
+        stream.synchronize().map_err(driver("cuStreamSynchronize"))
     }
 
     pub(super) fn unpack<T: Element>(
@@ -539,13 +533,13 @@ mod host {
         let stream = cuda.context().default_stream();
         let pd = stream
             .clone_htod(packed)
-            .map_err(err("cuMemcpyHtoDAsync"))?;
+            .map_err(driver("cuMemcpyHtoDAsync"))?;
         let sd = match scale {
-            Some(s) => Some(stream.clone_htod(s).map_err(err("cuMemcpyHtoDAsync"))?),
+            Some(s) => Some(stream.clone_htod(s).map_err(driver("cuMemcpyHtoDAsync"))?),
             None => None,
         };
         // SAFETY: the kernel writes every element before the copy back.
-        let mut yd = unsafe { stream.alloc::<T>(y.len()) }.map_err(err("cuMemAllocAsync"))?;
+        let mut yd = unsafe { stream.alloc::<T>(y.len()) }.map_err(driver("cuMemAllocAsync"))?;
         let sv = sd.as_ref().map(|s| s.as_view());
         cuda.unpack(
             &stream,
@@ -556,8 +550,8 @@ mod host {
         )?;
         stream
             .memcpy_dtoh(&yd, y)
-            .map_err(err("cuMemcpyDtoHAsync"))?;
-        stream.synchronize().map_err(err("cuStreamSynchronize"))
+            .map_err(driver("cuMemcpyDtoHAsync"))?;
+        stream.synchronize().map_err(driver("cuStreamSynchronize"))
     }
 
     pub(super) fn update<T: Element>(
@@ -572,7 +566,7 @@ mod host {
         let stream = cuda.context().default_stream();
         let vd = stream
             .clone_htod(values)
-            .map_err(err("cuMemcpyHtoDAsync"))?;
+            .map_err(driver("cuMemcpyHtoDAsync"))?;
         cuda.update_flip_ratio(&stream, &vd.as_view(), state)
     }
 }

@@ -8,6 +8,8 @@
 
 mod common;
 
+mod harness;
+
 use lowbit::{Backend, Device, Element, Quantizer, bf16, f16, scalar};
 
 struct On<'a>(&'a Backend);
@@ -72,13 +74,6 @@ const SPECS: &[&str] = &[
     "approx_sign(scale=first_axis)",
     "swish_sign(beta=5.0, scale=first_axis)",
 ];
-
-fn elements() -> usize {
-    std::env::var("LOWBIT_TEST_ELEMENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or((1 << 20) + 3)
-}
 
 /// Values over [-3, 3) with every threshold and the infinities mixed in,
 /// and NaNs when `nan` (not for the reductions: one NaN makes the whole
@@ -184,7 +179,7 @@ fn near_threshold<T: Element>(x: &[T], i: usize) -> bool {
 }
 
 fn agrees_with_the_cpu_on_random_tensors(b: &Backend) -> Result<(), String> {
-    let n = elements();
+    let n = harness::elements();
     for spec in SPECS {
         agree::<f32>(b, spec, n)?;
         agree::<f16>(b, spec, n)?;
@@ -194,7 +189,7 @@ fn agrees_with_the_cpu_on_random_tensors(b: &Backend) -> Result<(), String> {
 }
 
 fn same_input_gives_the_same_bits(b: &Backend) -> Result<(), String> {
-    let n = elements();
+    let n = harness::elements();
     for spec in [
         "magnitude_aware_sign",
         "ste_tern(ternary_weight_networks=true)",
@@ -334,7 +329,7 @@ fn masks_agree<T: Element>(b: &Backend, spec: &str, n: usize) -> Result<(), Stri
 }
 
 fn masked_passes_agree_with_the_cpu_and_with_x(b: &Backend) -> Result<(), String> {
-    let n = elements();
+    let n = harness::elements();
     for spec in MASKED {
         masks_agree::<f32>(b, spec, n)?;
         masks_agree::<f16>(b, spec, n)?;
@@ -538,7 +533,7 @@ fn rsign_agree<T: Element>(b: &Backend, shape: [usize; 2]) -> Result<(), String>
 }
 
 fn rsign_agrees_with_the_cpu(b: &Backend) -> Result<(), String> {
-    let n = elements();
+    let n = harness::elements();
     // One channel (dα combined by the lane tree), 64 (tree, fewer rows per
     // group), 3000 (under 32 row groups: combined in group order).
     for channels in [1, 64, 3000] {
@@ -638,10 +633,8 @@ fn rsign_device_views_offset_by_one(b: &Backend) -> Result<(), String> {
     Ok(())
 }
 
-type Body = fn(&Backend) -> Result<(), String>;
-
 fn main() {
-    let mut tests: Vec<(&str, Body, bool)> = vec![
+    let mut tests: Vec<(&str, harness::Body, bool)> = vec![
         ("larq_reference", larq_reference, false),
         (
             "agrees_with_the_cpu_on_random_tensors",
@@ -697,41 +690,5 @@ fn main() {
         device_mask_views_offset_by_one,
         true,
     ));
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    tests.retain(|(name, _, _)| {
-        filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()))
-    });
-
-    let cpu = Backend::new(Device::Cpu).expect("the CPU backend always exists");
-    let cuda = Backend::new(Device::Cuda);
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for (name, body, cuda_only) in &tests {
-        let mut run = |label: &str, b: Result<&Backend, String>| match b {
-            Err(why) => {
-                println!("test {name} [{label}] ... skipped: {why}");
-                skipped += 1;
-            }
-            Ok(b) => match body(b) {
-                Ok(()) => {
-                    println!("test {name} [{label}] ... ok");
-                    passed += 1;
-                }
-                Err(e) => {
-                    println!("test {name} [{label}] ... FAILED\n{e}");
-                    failed += 1;
-                }
-            },
-        };
-        if !cuda_only {
-            run("cpu", Ok(&cpu));
-        }
-        run("cuda", cuda.as_ref().map_err(|e| e.to_string()));
-    }
-    println!("\n{passed} passed, {failed} failed, {skipped} skipped");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    harness::run(tests);
 }

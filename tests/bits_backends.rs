@@ -7,15 +7,10 @@
 //! is visible; it ends with the `N passed, N failed, N skipped` line.
 //! `LOWBIT_TEST_ELEMENTS` sets the large tensors' length (default 2^20 + 3).
 
+mod harness;
+
 use lowbit::bits::{self, FlipRatio};
 use lowbit::{Backend, Device, Element, Error, bf16, f16};
-
-fn elements() -> usize {
-    std::env::var("LOWBIT_TEST_ELEMENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or((1 << 20) + 3)
-}
 
 /// Values over [-2, 2) with zeros of both signs, infinities and NaNs mixed in.
 fn random<T: Element>(n: usize, seed: u32) -> Vec<T> {
@@ -46,7 +41,7 @@ fn random<T: Element>(n: usize, seed: u32) -> Vec<T> {
 /// Shapes around word boundaries, and two large ones: many rows of a
 /// padded width, and a few very long rows.
 fn shapes() -> Vec<[usize; 2]> {
-    let n = elements();
+    let n = harness::elements();
     vec![
         [1, 1],
         [3, 31],
@@ -157,7 +152,7 @@ fn flip_ratio_agrees_with_the_cpu(b: &Backend) -> Result<(), String> {
         flip_ratio_agrees::<f32>(b, shape)?;
     }
     flip_ratio_agrees::<f16>(b, [7, 33])?;
-    flip_ratio_agrees::<bf16>(b, [3, elements() / 3])
+    flip_ratio_agrees::<bf16>(b, [3, harness::elements() / 3])
 }
 
 fn empty_tensors_work(b: &Backend) -> Result<(), String> {
@@ -263,10 +258,10 @@ fn device_views_on_the_callers_stream(b: &Backend) -> Result<(), String> {
     Ok(())
 }
 
-type Body = fn(&Backend) -> Result<(), String>;
-
 fn main() {
-    let mut tests: Vec<(&str, Body, bool)> = vec![
+    // Only the CUDA build pushes its device-only test.
+    #[cfg_attr(not(lowbit_cuda), allow(unused_mut))]
+    let mut tests: Vec<(&str, harness::Body, bool)> = vec![
         (
             "packing_agrees_with_the_cpu",
             packing_agrees_with_the_cpu,
@@ -295,41 +290,5 @@ fn main() {
         device_views_on_the_callers_stream,
         true,
     ));
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    tests.retain(|(name, _, _)| {
-        filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()))
-    });
-
-    let cpu = Backend::new(Device::Cpu).expect("the CPU backend always exists");
-    let cuda = Backend::new(Device::Cuda);
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for (name, body, cuda_only) in &tests {
-        let mut run = |label: &str, b: Result<&Backend, String>| match b {
-            Err(why) => {
-                println!("test {name} [{label}] ... skipped: {why}");
-                skipped += 1;
-            }
-            Ok(b) => match body(b) {
-                Ok(()) => {
-                    println!("test {name} [{label}] ... ok");
-                    passed += 1;
-                }
-                Err(e) => {
-                    println!("test {name} [{label}] ... FAILED\n{e}");
-                    failed += 1;
-                }
-            },
-        };
-        if !cuda_only {
-            run("cpu", Ok(&cpu));
-        }
-        run("cuda", cuda.as_ref().map_err(|e| e.to_string()));
-    }
-    println!("\n{passed} passed, {failed} failed, {skipped} skipped");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    harness::run(tests);
 }

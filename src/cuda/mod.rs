@@ -46,7 +46,7 @@ pub mod ptx {
     pub const ARCH: &str = env!("LOWBIT_PTX_ARCH");
 }
 
-fn driver(call: &'static str) -> impl Fn(result::DriverError) -> Error {
+pub(crate) fn driver(call: &'static str) -> impl Fn(result::DriverError) -> Error {
     move |e| Error::Cuda {
         call,
         message: format!("{e:?}"),

@@ -1,0 +1,60 @@
+//! The custom harness (`harness = false`) of the tests that run one body per
+//! behaviour on every backend: the CPU always, CUDA where it can run. A
+//! backend that cannot run is reported as skipped, with the reason, not
+//! silently passed; the run ends with the `N passed, N failed, N skipped`
+//! line. Arguments that do not start with `-` filter the tests by name.
+
+use lowbit::{Backend, Device};
+
+/// One behaviour, checked on the backend it is given.
+pub type Body = fn(&Backend) -> Result<(), String>;
+
+/// The large tensors' length: `LOWBIT_TEST_ELEMENTS`, default 2^20 + 3.
+pub fn elements() -> usize {
+    std::env::var("LOWBIT_TEST_ELEMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((1 << 20) + 3)
+}
+
+/// Runs every `(name, body, cuda_only)` on the CPU (unless `cuda_only`)
+/// and on CUDA, prints one line per run and exits with 1 if any failed.
+pub fn run(mut tests: Vec<(&str, Body, bool)>) {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    tests.retain(|(name, _, _)| {
+        filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()))
+    });
+
+    let cpu = Backend::new(Device::Cpu).expect("the CPU backend always exists");
+    let cuda = Backend::new(Device::Cuda);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for (name, body, cuda_only) in &tests {
+        let mut run = |label: &str, b: Result<&Backend, String>| match b {
+            Err(why) => {
+                println!("test {name} [{label}] ... skipped: {why}");
+                skipped += 1;
+            }
+            Ok(b) => match body(b) {
+                Ok(()) => {
+                    println!("test {name} [{label}] ... ok");
+                    passed += 1;
+                }
+                Err(e) => {
+                    println!("test {name} [{label}] ... FAILED\n{e}");
+                    failed += 1;
+                }
+            },
+        };
+        if !cuda_only {
+            run("cpu", Ok(&cpu));
+        }
+        run("cuda", cuda.as_ref().map_err(|e| e.to_string()));
+    }
+    println!("\n{passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
