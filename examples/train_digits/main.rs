@@ -8,6 +8,7 @@
 //! cargo run --release --example train_digits -- --weights magnitude_aware_sign --epochs 10
 //! ```
 
+mod dense;
 mod mlp;
 
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowbit::{Backend, Device, Quantizer};
-use mlp::{BoxError, Config, Data, Mlp};
+use mlp::{BoxError, Config, Data, Engine, Mlp};
 
 #[derive(Parser)]
 #[command(about = "Train a binarized MLP on the UCI digits with lowbit")]
@@ -62,6 +63,8 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), BoxError> {
     let backend = Backend::new(args.device)?;
     println!("lowbit backend: {} ({})", backend.name(), backend.reason());
+    let engine = Engine::new(backend);
+    println!("matrix products: {}", engine.products_reason);
 
     let data = mlp::load_digits()?;
     let (train, test) = mlp::split(&data);
@@ -89,12 +92,12 @@ fn run(args: Args) -> Result<(), BoxError> {
 
     let (w, a) = (describe(&binary.weights), describe_act(&binary.activations));
     println!("\nbinarized: weights {w}, activations {a}");
-    let (binary_acc, binary_time) = train_and_report(binary, &train, &test, &backend)?;
+    let (binary_acc, binary_time) = train_and_report(binary, &train, &test, &engine)?;
     let baseline = if args.no_baseline {
         None
     } else {
         println!("\nfull precision: real weights, hard-tanh activations");
-        Some(train_and_report(full, &train, &test, &backend)?)
+        Some(train_and_report(full, &train, &test, &engine)?)
     };
 
     println!("\ntest accuracy");
@@ -114,7 +117,7 @@ fn train_and_report(
     cfg: Config,
     train: &Data,
     test: &Data,
-    backend: &Backend,
+    engine: &Engine,
 ) -> Result<(f32, f64), BoxError> {
     let mut net = Mlp::new(cfg);
     let epochs = net.epochs();
@@ -126,7 +129,7 @@ fn train_and_report(
         let bar = ProgressBar::new(net.batches_per_epoch(train) as u64)
             .with_style(style.clone())
             .with_prefix(format!("epoch {epoch:>3}/{epochs}"));
-        let stats = net.train_epoch(epoch, train, test, backend, || bar.inc(1))?;
+        let stats = net.train_epoch(epoch, train, test, engine, || bar.inc(1))?;
         bar.finish_and_clear();
         println!(
             "epoch {:>3}/{epochs}  loss {:.4}  train {:5.1}%  test {:5.1}%",

@@ -13,11 +13,14 @@
 //!
 //! Both quantizers run through lowbit's public API on the chosen [`Backend`]:
 //! forward for `W_q` and `a`, backward for their gradients. The matrix
-//! products run on the CPU (`matrixmultiply`).
+//! products run beside them (`dense.rs`): `matrixmultiply` on the CPU, cuBLAS
+//! on a CUDA backend.
 
 use std::io::Read;
 
 use lowbit::{Backend, Quantizer};
+
+use crate::dense::{Products, Saved};
 
 /// The data set, shipped with the project (see `examples/data/README.md`).
 const DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
@@ -116,6 +119,26 @@ impl Rng {
     }
 }
 
+/// Where the network runs: lowbit's backend for the quantizers, and the
+/// matrix products beside it.
+pub struct Engine {
+    pub backend: Backend,
+    pub products: Products,
+    /// Where the products run, and why, in words.
+    pub products_reason: String,
+}
+
+impl Engine {
+    pub fn new(backend: Backend) -> Self {
+        let (products, products_reason) = Products::for_backend(&backend);
+        Engine {
+            backend,
+            products,
+            products_reason,
+        }
+    }
+}
+
 /// What the hidden layers apply to their batch-normalized outputs.
 #[derive(Clone, Debug)]
 pub enum Activation {
@@ -193,42 +216,6 @@ impl Param {
     }
 }
 
-/// `c[m×n] = a[m×k] · b[k×n]`, each operand optionally transposed (read
-/// through strides, never copied).
-#[allow(clippy::too_many_arguments)]
-fn matmul(m: usize, k: usize, n: usize, a: &[f32], a_t: bool, b: &[f32], b_t: bool, c: &mut [f32]) {
-    let (rsa, csa) = if a_t {
-        (1, m as isize)
-    } else {
-        (k as isize, 1)
-    };
-    let (rsb, csb) = if b_t {
-        (1, k as isize)
-    } else {
-        (n as isize, 1)
-    };
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the assert above keeps every index the strides reach in bounds.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa,
-            csa,
-            b.as_ptr(),
-            rsb,
-            csb,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-}
-
 /// Dense layer (no bias: batch norm's β is the bias) followed by batch norm.
 struct Layer {
     inputs: usize,
@@ -239,8 +226,7 @@ struct Layer {
     running_mean: Vec<f32>,
     running_var: Vec<f32>,
     // Saved by the training forward for the backward.
-    x: Vec<f32>,
-    wq: Vec<f32>,
+    products: Option<Saved>,
     xhat: Vec<f32>,
     inv_std: Vec<f32>,
     h: Vec<f32>,
@@ -264,8 +250,7 @@ impl Layer {
             beta: Param::new(vec![0.0; outputs]),
             running_mean: vec![0.0; outputs],
             running_var: vec![1.0; outputs],
-            x: Vec::new(),
-            wq: Vec::new(),
+            products: None,
             xhat: Vec::new(),
             inv_std: Vec::new(),
             h: Vec::new(),
@@ -282,17 +267,15 @@ impl Layer {
         x: &[f32],
         rows: usize,
         cfg: &Config,
-        backend: &Backend,
+        engine: &Engine,
         train: bool,
     ) -> Result<Vec<f32>, BoxError> {
         let (k, n) = (self.inputs, self.outputs);
-        let mut wq = vec![0.0; k * n];
-        match &cfg.weights {
-            Some(q) => backend.forward(q, &self.w.value, &[k, n], &mut wq)?,
-            None => wq.copy_from_slice(&self.w.value),
-        }
-        let mut z = vec![0.0; rows * n];
-        matmul(rows, k, n, x, false, &wq, false, &mut z);
+        let q = cfg.weights.as_ref();
+        let (z, saved) =
+            engine
+                .products
+                .forward(q, &engine.backend, x, &self.w.value, rows, k, n)?;
 
         let (mean, var) = if train {
             let (mean, var) = column_moments(&z, n);
@@ -316,8 +299,7 @@ impl Layer {
             }
         }
         if train {
-            self.x = x.to_vec();
-            self.wq = wq;
+            self.products = Some(saved);
             self.xhat = xhat;
             self.inv_std = inv_std;
             self.h = h.clone();
@@ -331,7 +313,7 @@ impl Layer {
         dh: &[f32],
         rows: usize,
         cfg: &Config,
-        backend: &Backend,
+        engine: &Engine,
     ) -> Result<Vec<f32>, BoxError> {
         let (k, n) = (self.inputs, self.outputs);
         let r = rows as f32;
@@ -357,14 +339,16 @@ impl Layer {
             }
         }
 
-        let mut dwq = vec![0.0; k * n];
-        matmul(k, rows, n, &self.x, true, &dz, false, &mut dwq);
-        match &cfg.weights {
-            Some(q) => backend.backward(q, &self.w.value, &dwq, &[k, n], &mut self.w.grad)?,
-            None => self.w.grad.copy_from_slice(&dwq),
-        }
-        let mut dx = vec![0.0; rows * k];
-        matmul(rows, n, k, &dz, false, &self.wq, true, &mut dx);
+        let saved = self
+            .products
+            .as_ref()
+            .ok_or("backward without a training forward")?;
+        let q = cfg.weights.as_ref();
+        let (dw, dx) =
+            engine
+                .products
+                .backward(q, &engine.backend, saved, &self.w.value, &dz, rows, k, n)?;
+        self.w.grad = dw;
         Ok(dx)
     }
 }
@@ -426,17 +410,17 @@ impl Mlp {
         &mut self,
         x: &[f32],
         rows: usize,
-        backend: &Backend,
+        engine: &Engine,
         train: bool,
     ) -> Result<Vec<f32>, BoxError> {
         let mut a = x.to_vec();
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            let h = layer.forward(&a, rows, &self.cfg, backend, train)?;
+            let h = layer.forward(&a, rows, &self.cfg, engine, train)?;
             a = if i == last {
                 h
             } else {
-                activate(&self.cfg.activations, &h, layer.outputs, backend)?
+                activate(&self.cfg.activations, &h, layer.outputs, &engine.backend)?
             };
         }
         Ok(a)
@@ -446,7 +430,7 @@ impl Mlp {
         &mut self,
         dlogits: Vec<f32>,
         rows: usize,
-        backend: &Backend,
+        engine: &Engine,
     ) -> Result<(), BoxError> {
         let mut grad = dlogits;
         let last = self.layers.len() - 1;
@@ -457,10 +441,10 @@ impl Mlp {
                     &layer.h,
                     &grad,
                     layer.outputs,
-                    backend,
+                    &engine.backend,
                 )?;
             }
-            grad = layer.backward(&grad, rows, &self.cfg, backend)?;
+            grad = layer.backward(&grad, rows, &self.cfg, engine)?;
         }
         Ok(())
     }
@@ -472,7 +456,7 @@ impl Mlp {
         epoch: usize,
         train: &Data,
         test: &Data,
-        backend: &Backend,
+        engine: &Engine,
         mut on_batch: impl FnMut(),
     ) -> Result<EpochStats, BoxError> {
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -480,11 +464,11 @@ impl Mlp {
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for rows in order.chunks(self.cfg.batch) {
             let batch = train.subset(rows);
-            let logits = self.forward(&batch.x, rows.len(), backend, true)?;
+            let logits = self.forward(&batch.x, rows.len(), engine, true)?;
             let (loss, hits, dlogits) = softmax_cross_entropy(&logits, &batch.labels);
             loss_sum += loss as f64 * rows.len() as f64;
             correct += hits;
-            self.backward(dlogits, rows.len(), backend)?;
+            self.backward(dlogits, rows.len(), engine)?;
             self.step += 1;
             let clip = self.cfg.weights.is_some();
             for layer in &mut self.layers {
@@ -507,13 +491,13 @@ impl Mlp {
             epoch,
             loss: (loss_sum / train.len() as f64) as f32,
             train_accuracy: correct as f32 / train.len() as f32,
-            test_accuracy: self.accuracy(test, backend)?,
+            test_accuracy: self.accuracy(test, engine)?,
         })
     }
 
     /// Fraction of `data` classified right, batch norm on running statistics.
-    pub fn accuracy(&mut self, data: &Data, backend: &Backend) -> Result<f32, BoxError> {
-        let logits = self.forward(&data.x, data.len(), backend, false)?;
+    pub fn accuracy(&mut self, data: &Data, engine: &Engine) -> Result<f32, BoxError> {
+        let logits = self.forward(&data.x, data.len(), engine, false)?;
         let (_, hits, _) = softmax_cross_entropy(&logits, &data.labels);
         Ok(hits as f32 / data.len() as f32)
     }

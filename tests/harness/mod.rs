@@ -9,7 +9,17 @@ use lowbit::{Backend, Device};
 /// One behaviour, checked on the backend it is given.
 pub type Body = fn(&Backend) -> Result<(), String>;
 
+const SKIPPED: &str = "skipped: ";
+
+/// What a body returns when this backend lacks something the behaviour
+/// needs (a library beside the driver, say): reported as skipped, with why.
+#[allow(dead_code)] // not every test file that shares the harness skips
+pub fn skip(why: impl std::fmt::Display) -> Result<(), String> {
+    Err(format!("{SKIPPED}{why}"))
+}
+
 /// The large tensors' length: `LOWBIT_TEST_ELEMENTS`, default 2^20 + 3.
+#[allow(dead_code)] // not every test file that shares the harness has them
 pub fn elements() -> usize {
     std::env::var("LOWBIT_TEST_ELEMENTS")
         .ok()
@@ -41,6 +51,10 @@ pub fn run(mut tests: Vec<(&str, Body, bool)>) {
                 Ok(()) => {
                     println!("test {name} [{label}] ... ok");
                     passed += 1;
+                }
+                Err(e) if e.starts_with(SKIPPED) => {
+                    println!("test {name} [{label}] ... {e}");
+                    skipped += 1;
                 }
                 Err(e) => {
                     println!("test {name} [{label}] ... FAILED\n{e}");
