@@ -36,7 +36,8 @@ typedef enum lowbit_status {
     LOWBIT_ERR_CUDA_UNAVAILABLE = 4, /* no usable GPU or driver; the message says why */
     LOWBIT_ERR_CUDA = 5,             /* a CUDA driver call failed */
     LOWBIT_ERR_INTERNAL = 6,         /* a bug in lowbit */
-    LOWBIT_ERR_UNSUPPORTED = 7       /* not through this call: rsign needs thresholds */
+    LOWBIT_ERR_UNSUPPORTED = 7       /* not through this call: rsign needs thresholds,
+                                        and a mask is not enough for approx_sign & co. */
 } lowbit_status;
 
 /* Element types; f16 and bf16 are passed as their 16-bit patterns. */
@@ -56,7 +57,8 @@ void lowbit_quantizer_free(lowbit_quantizer *q);
 lowbit_status lowbit_quantizer_spec(const lowbit_quantizer *q, char *buf, size_t len);
 
 /* y = q(x) on host memory. x and y hold prod(shape) elements of dtype,
- * row-major; the last axis is the channel axis (magnitude_aware_sign). */
+ * row-major; the last axis is the channel axis (magnitude_aware_sign).
+ * Outputs must not overlap inputs. */
 lowbit_status lowbit_forward(const lowbit_quantizer *q, uint32_t dtype, const void *x, void *y,
                              const size_t *shape, size_t ndim);
 /* dx = dq/dx * dy on host memory. */
@@ -71,6 +73,32 @@ lowbit_status lowbit_forward_device(const lowbit_quantizer *q, uint32_t dtype, c
 lowbit_status lowbit_backward_device(const lowbit_quantizer *q, uint32_t dtype, const void *x,
                                      const void *dy, void *dx, const size_t *shape, size_t ndim,
                                      void *stream);
+
+/* 1-bit masks: the forward also saves where the gradient passes, one bit per
+ * element (bit i%32 of word i/32), so that the backward needs neither x nor
+ * anything of its size and gives the same bits as lowbit_backward from x.
+ * For ste_sign, ste_heaviside, ste_tern, magnitude_aware_sign (which also
+ * saves each channel's scale, in dtype), dorefa activations and noop; the
+ * others are LOWBIT_ERR_UNSUPPORTED. */
+size_t lowbit_mask_words(size_t len);
+/* Elements of dtype the scale holds: the channel count (last axis) for
+ * magnitude_aware_sign, 0 for the others (scale may then be NULL). */
+lowbit_status lowbit_saved_scale_len(const lowbit_quantizer *q, const size_t *shape, size_t ndim,
+                                     size_t *out);
+lowbit_status lowbit_forward_with_mask(const lowbit_quantizer *q, uint32_t dtype, const void *x,
+                                       void *y, uint32_t *mask, void *scale, const size_t *shape,
+                                       size_t ndim);
+lowbit_status lowbit_backward_from_mask(const lowbit_quantizer *q, uint32_t dtype,
+                                        const uint32_t *mask, const void *scale, const void *dy,
+                                        void *dx, const size_t *shape, size_t ndim);
+/* The same on device memory, enqueued on `stream` without waiting. */
+lowbit_status lowbit_forward_with_mask_device(const lowbit_quantizer *q, uint32_t dtype,
+                                              const void *x, void *y, uint32_t *mask, void *scale,
+                                              const size_t *shape, size_t ndim, void *stream);
+lowbit_status lowbit_backward_from_mask_device(const lowbit_quantizer *q, uint32_t dtype,
+                                               const uint32_t *mask, const void *scale,
+                                               const void *dy, void *dx, const size_t *shape,
+                                               size_t ndim, void *stream);
 
 #ifdef __cplusplus
 }

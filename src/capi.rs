@@ -36,7 +36,8 @@ pub enum lowbit_status {
     /// A bug in lowbit (a caught panic).
     LOWBIT_ERR_INTERNAL = 6,
     /// The quantizer cannot run through this call: `rsign` needs its
-    /// per-channel thresholds, which the C ABI does not take.
+    /// per-channel thresholds, which the C ABI does not take, and a mask
+    /// is not enough for a gradient that needs `x` itself.
     LOWBIT_ERR_UNSUPPORTED = 7,
 }
 use lowbit_status::*;
@@ -68,7 +69,9 @@ fn status_of(e: &Error) -> lowbit_status {
         | Error::DuplicateParameter { .. }
         | Error::MissingParameter { .. }
         | Error::InvalidParameter { .. } => LOWBIT_ERR_SPEC,
-        Error::NeedsThresholds { .. } | Error::TakesNoThresholds { .. } => LOWBIT_ERR_UNSUPPORTED,
+        Error::NeedsThresholds { .. }
+        | Error::TakesNoThresholds { .. }
+        | Error::NotMaskable { .. } => LOWBIT_ERR_UNSUPPORTED,
         Error::CudaUnavailable(_) => LOWBIT_ERR_CUDA_UNAVAILABLE,
         Error::Cuda { .. } => LOWBIT_ERR_CUDA,
         _ => LOWBIT_ERR_SHAPE,
@@ -89,6 +92,9 @@ fn guard(f: impl FnOnce() -> Result<(), (lowbit_status, String)>) -> lowbit_stat
         }
     }
 }
+
+/// A C call's result before it becomes a status.
+type Outcome<T> = Result<T, (lowbit_status, String)>;
 
 fn fail(e: Error) -> (lowbit_status, String) {
     (status_of(&e), e.to_string())
@@ -198,6 +204,54 @@ unsafe fn handle<'a>(q: *const lowbit_quantizer) -> Result<&'a Quantizer, (lowbi
     unsafe { q.as_ref() }.map(|h| &h.0).ok_or_else(|| null("q"))
 }
 
+/// `n` elements of `T` at `p` (which may dangle or be null when `n` is 0).
+///
+/// # Safety
+/// `p` points to `n` readable elements of `T`.
+unsafe fn slice<'a, T>(p: *const c_void, n: usize, what: &str) -> Outcome<&'a [T]> {
+    match (n, p.is_null()) {
+        (0, _) => Ok(&[]),
+        (_, true) => Err(null(what)),
+        // SAFETY: the caller's contract.
+        _ => Ok(unsafe { std::slice::from_raw_parts(p.cast(), n) }),
+    }
+}
+
+/// [`slice`], writable.
+///
+/// # Safety
+/// `p` points to `n` writable elements of `T` that nothing else borrows
+/// (outputs do not overlap inputs).
+unsafe fn slice_mut<'a, T>(p: *mut c_void, n: usize, what: &str) -> Outcome<&'a mut [T]> {
+    match (n, p.is_null()) {
+        (0, _) => Ok(&mut []),
+        (_, true) => Err(null(what)),
+        // SAFETY: the caller's contract.
+        _ => Ok(unsafe { std::slice::from_raw_parts_mut(p.cast(), n) }),
+    }
+}
+
+/// Runs `$body` with `$t` the element type `$dtype` names.
+macro_rules! with_dtype {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            LOWBIT_F32 => {
+                type $t = f32;
+                $body
+            }
+            LOWBIT_F16 => {
+                type $t = f16;
+                $body
+            }
+            LOWBIT_BF16 => {
+                type $t = bf16;
+                $body
+            }
+            d => Err((LOWBIT_ERR_SHAPE, format!("unknown dtype {d}"))),
+        }
+    };
+}
+
 unsafe fn host_call<T: Element>(
     q: &Quantizer,
     x: *const c_void,
@@ -205,37 +259,14 @@ unsafe fn host_call<T: Element>(
     out: *mut c_void,
     shape: &[usize],
     n: usize,
-) -> Result<(), (lowbit_status, String)> {
-    let nonnull = |p: *const c_void, what| {
-        if p.is_null() && n > 0 {
-            Err(null(what))
-        } else {
-            Ok(())
-        }
-    };
-    nonnull(x, "x")?;
-    nonnull(out, "out")?;
-    // An empty tensor may come with dangling or null pointers.
-    let slice = |p: *const c_void| {
-        if n == 0 {
-            &[][..]
-        } else {
-            // SAFETY: the caller passes `n` elements of T at `p`.
-            unsafe { std::slice::from_raw_parts(p.cast::<T>(), n) }
-        }
-    };
-    let out: &mut [T] = if n == 0 {
-        &mut []
-    } else {
-        // SAFETY: as above, writable and not overlapping the inputs.
-        unsafe { std::slice::from_raw_parts_mut(out.cast::<T>(), n) }
-    };
+) -> Outcome<()> {
+    // SAFETY (all three): the caller passes `n` elements of T at each
+    // pointer, the output not overlapping the inputs.
+    let x = unsafe { slice::<T>(x, n, "x") }?;
+    let out = unsafe { slice_mut::<T>(out, n, "out") }?;
     match dy {
-        None => q.forward(slice(x), shape, out),
-        Some(dy) => {
-            nonnull(dy, "dy")?;
-            q.backward(slice(x), slice(dy), shape, out)
-        }
+        None => q.forward(x, shape, out),
+        Some(dy) => q.backward(x, unsafe { slice::<T>(dy, n, "dy") }?, shape, out),
     }
     .map_err(fail)
 }
@@ -255,14 +286,7 @@ unsafe fn host(
         // SAFETY: forwarded from the caller's contract.
         let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
         // SAFETY: forwarded from the caller's contract.
-        unsafe {
-            match dtype {
-                LOWBIT_F32 => host_call::<f32>(q, x, dy, out, s, n),
-                LOWBIT_F16 => host_call::<f16>(q, x, dy, out, s, n),
-                LOWBIT_BF16 => host_call::<bf16>(q, x, dy, out, s, n),
-                _ => Err((LOWBIT_ERR_SHAPE, format!("unknown dtype {dtype}"))),
-            }
-        }
+        with_dtype!(dtype, T => unsafe { host_call::<T>(q, x, dy, out, s, n) })
     })
 }
 
@@ -299,6 +323,61 @@ pub unsafe extern "C" fn lowbit_backward(
 /// The device entry points: device pointers and a `CUstream` as `void*`.
 mod device {
     use super::*;
+    use crate::element::DType;
+
+    fn dtype_of(dtype: u32) -> Outcome<DType> {
+        match dtype {
+            LOWBIT_F32 => Ok(DType::F32),
+            LOWBIT_F16 => Ok(DType::F16),
+            LOWBIT_BF16 => Ok(DType::BF16),
+            _ => Err((LOWBIT_ERR_SHAPE, format!("unknown dtype {dtype}"))),
+        }
+    }
+
+    #[cfg(lowbit_cuda)]
+    mod cuda {
+        use super::*;
+        pub(super) use crate::cuda::{Cuda, Workspace};
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+
+        /// One backend per process: a C caller has nowhere to keep it.
+        /// Opened on first use.
+        pub(super) fn backend() -> Outcome<&'static Cuda> {
+            static CUDA: OnceLock<std::result::Result<Cuda, Error>> = OnceLock::new();
+            CUDA.get_or_init(|| Cuda::new(0))
+                .as_ref()
+                .map_err(|e| fail(e.clone()))
+        }
+
+        /// Runs `f` with `stream`'s workspace, grown to `need` bytes: one
+        /// per stream, kept for the process, as a C caller has nowhere to
+        /// keep it either.
+        pub(super) fn with_workspace<R>(
+            cuda: &Cuda,
+            stream: *mut c_void,
+            need: usize,
+            f: impl FnOnce(&Workspace) -> Outcome<R>,
+        ) -> Outcome<R> {
+            static WORKSPACES: OnceLock<Mutex<HashMap<usize, Workspace>>> = OnceLock::new();
+            let mut map = WORKSPACES
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let key = stream as usize;
+            if map.get(&key).is_none_or(|ws| ws.capacity() < need) {
+                map.insert(key, cuda.workspace(need).map_err(fail)?);
+            }
+            f(&map[&key])
+        }
+    }
+
+    #[cfg(not(lowbit_cuda))]
+    fn unavailable() -> (lowbit_status, String) {
+        fail(Error::CudaUnavailable(
+            "lowbit was built without CUDA kernels (no nvcc at build time)".into(),
+        ))
+    }
 
     #[cfg(lowbit_cuda)]
     pub(super) unsafe fn call(
@@ -309,64 +388,94 @@ mod device {
         out: u64,
         s: &[usize],
         stream: *mut c_void,
-    ) -> Result<(), (lowbit_status, String)> {
-        use crate::cuda::{Cuda, Workspace};
-        use crate::element::DType;
-        use std::collections::HashMap;
-        use std::sync::{Mutex, OnceLock};
-
-        // One backend per process and one workspace per stream: a C caller
-        // has nowhere to keep them. Both are created on first use.
-        static CUDA: OnceLock<Result<Cuda, Error>> = OnceLock::new();
-        static WORKSPACES: OnceLock<Mutex<HashMap<usize, Workspace>>> = OnceLock::new();
-        let cuda = CUDA
-            .get_or_init(|| Cuda::new(0))
-            .as_ref()
-            .map_err(|e| fail(e.clone()))?;
-        let dtype = match dtype {
-            LOWBIT_F32 => DType::F32,
-            LOWBIT_F16 => DType::F16,
-            LOWBIT_BF16 => DType::BF16,
-            _ => return Err((LOWBIT_ERR_SHAPE, format!("unknown dtype {dtype}"))),
-        };
-        let need = Cuda::workspace_bytes(q, s, dy.is_some()).map_err(fail)?;
-        let mut map = WORKSPACES
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let ws = match map.get(&(stream as usize)) {
-            Some(ws) if ws.capacity() >= need => ws,
-            _ => {
-                let ws = cuda.workspace(need).map_err(fail)?;
-                map.insert(stream as usize, ws);
-                &map[&(stream as usize)]
+    ) -> Outcome<()> {
+        let dtype = dtype_of(dtype)?;
+        let need = cuda::Cuda::workspace_bytes(q, s, dy.is_some()).map_err(fail)?;
+        let cuda = cuda::backend()?;
+        cuda::with_workspace(cuda, stream, need, |ws| {
+            let stream = stream.cast();
+            // SAFETY: the caller vouches for the device pointers and the stream.
+            unsafe {
+                match dy {
+                    None => cuda.forward_raw(q, dtype, stream, x, s, out, ws),
+                    Some(dy) => cuda.backward_raw(q, dtype, stream, x, dy, s, out, ws),
+                }
             }
-        };
-        let stream = stream.cast();
-        // SAFETY: the caller vouches for the device pointers and the stream.
-        unsafe {
-            match dy {
-                None => cuda.forward_raw(q, dtype, stream, x, s, out, ws),
-                Some(dy) => cuda.backward_raw(q, dtype, stream, x, dy, s, out, ws),
+            .map_err(fail)
+        })
+    }
+
+    /// `forward_with_mask_raw` (`x` is `Some`) or `backward_from_mask_raw`
+    /// (`dy` is `Some`); `out` is `y` or `dx`.
+    #[cfg(lowbit_cuda)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn call_mask(
+        q: &Quantizer,
+        dtype: u32,
+        pass: MaskPass,
+        mask: u64,
+        scale: u64,
+        out: u64,
+        s: &[usize],
+        stream: *mut c_void,
+    ) -> Outcome<()> {
+        let dtype = dtype_of(dtype)?;
+        let cuda = cuda::backend()?;
+        let cs = stream.cast();
+        match pass {
+            MaskPass::Forward { x } => {
+                // The masked forward needs the plain forward's workspace.
+                let need = cuda::Cuda::workspace_bytes(q, s, false).map_err(fail)?;
+                cuda::with_workspace(cuda, stream, need, |ws| {
+                    // SAFETY: the caller vouches for the pointers and the stream.
+                    unsafe { cuda.forward_with_mask_raw(q, dtype, cs, x, s, out, mask, scale, ws) }
+                        .map_err(fail)
+                })
+            }
+            MaskPass::Backward { dy } => {
+                // SAFETY: as above.
+                unsafe { cuda.backward_from_mask_raw(q, dtype, cs, mask, scale, dy, s, out) }
+                    .map_err(fail)
             }
         }
-        .map_err(fail)
     }
 
     #[cfg(not(lowbit_cuda))]
     pub(super) unsafe fn call(
         _: &Quantizer,
-        _: u32,
+        dtype: u32,
         _: u64,
         _: Option<u64>,
         _: u64,
         _: &[usize],
         _: *mut c_void,
-    ) -> Result<(), (lowbit_status, String)> {
-        Err(fail(Error::CudaUnavailable(
-            "lowbit was built without CUDA kernels (no nvcc at build time)".into(),
-        )))
+    ) -> Outcome<()> {
+        dtype_of(dtype)?;
+        Err(unavailable())
     }
+
+    #[cfg(not(lowbit_cuda))]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn call_mask(
+        _: &Quantizer,
+        dtype: u32,
+        _: MaskPass,
+        _: u64,
+        _: u64,
+        _: u64,
+        _: &[usize],
+        _: *mut c_void,
+    ) -> Outcome<()> {
+        dtype_of(dtype)?;
+        Err(unavailable())
+    }
+}
+
+/// Which masked pass, with the device pointer only that pass reads.
+#[derive(Clone, Copy)]
+enum MaskPass {
+    Forward { x: u64 },
+    Backward { dy: u64 },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -427,4 +536,203 @@ pub unsafe extern "C" fn lowbit_backward_device(
 ) -> lowbit_status {
     // SAFETY: the caller's contract, checked for nulls inside.
     unsafe { on_device(q, dtype, x, Some(dy), dx, shape, ndim, stream) }
+}
+
+/// Words (`uint32_t`) of the 1-bit mask of a tensor of `len` elements.
+#[unsafe(no_mangle)]
+pub extern "C" fn lowbit_mask_words(len: usize) -> usize {
+    crate::mask_words(len)
+}
+
+/// Elements of the scale a masked forward saves beside the mask for a
+/// tensor of `shape`: the channel count for `magnitude_aware_sign`, 0 for
+/// the others.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lowbit_saved_scale_len(
+    q: *const lowbit_quantizer,
+    shape: *const usize,
+    ndim: usize,
+    out: *mut usize,
+) -> lowbit_status {
+    guard(|| {
+        // SAFETY: a live handle, or null.
+        let q = unsafe { handle(q) }?;
+        // SAFETY: forwarded from the caller's contract.
+        let (s, _) = unsafe { self::shape(shape, ndim) }?;
+        let len = q.saved_scale_len(s).map_err(fail)?;
+        // SAFETY: `out` is null or points to writable storage.
+        *unsafe { out.as_mut() }.ok_or_else(|| null("out"))? = len;
+        Ok(())
+    })
+}
+
+/// The buffers of a masked call, as the caller passed them.
+struct Masked {
+    mask: *mut c_void,
+    scale: *mut c_void,
+    out: *mut c_void,
+}
+
+/// A masked pass on host memory: `x` (forward) or `dy` (backward) in, and
+/// `out` (`y` or `dx`), the mask and the scale.
+unsafe fn host_mask(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    input: *const c_void,
+    forward: bool,
+    b: Masked,
+    shape_ptr: *const usize,
+    ndim: usize,
+) -> lowbit_status {
+    guard(|| {
+        // SAFETY: a live handle, or null.
+        let q = unsafe { handle(q) }?;
+        // SAFETY: forwarded from the caller's contract.
+        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+        let (words, scale_len) = (crate::mask_words(n), q.saved_scale_len(s).map_err(fail)?);
+        with_dtype!(dtype, T => {
+            // SAFETY: the caller passes buffers of these lengths, the
+            // outputs not overlapping the inputs.
+            let out = unsafe { slice_mut::<T>(b.out, n, "out") }?;
+            if forward {
+                let x = unsafe { slice::<T>(input, n, "x") }?;
+                let mask = unsafe { slice_mut::<u32>(b.mask, words, "mask") }?;
+                let scale = unsafe { slice_mut::<T>(b.scale, scale_len, "scale") }?;
+                q.forward_with_mask(x, s, out, mask, scale).map_err(fail)
+            } else {
+                let dy = unsafe { slice::<T>(input, n, "dy") }?;
+                let mask = unsafe { slice::<u32>(b.mask, words, "mask") }?;
+                let scale = unsafe { slice::<T>(b.scale, scale_len, "scale") }?;
+                q.backward_from_mask(mask, scale, dy, s, out).map_err(fail)
+            }
+        })
+    })
+}
+
+/// `y = q(x)` on host memory, and the mask of where the gradient passes
+/// (`lowbit_mask_words(len)` words) and, for `magnitude_aware_sign`, each
+/// channel's scale (`lowbit_saved_scale_len` elements of `dtype`; may be
+/// null when that is 0).
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn lowbit_forward_with_mask(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    x: *const c_void,
+    y: *mut c_void,
+    mask: *mut u32,
+    scale: *mut c_void,
+    shape: *const usize,
+    ndim: usize,
+) -> lowbit_status {
+    let b = Masked {
+        mask: mask.cast(),
+        scale,
+        out: y,
+    };
+    // SAFETY: the caller's contract, checked for nulls inside.
+    unsafe { host_mask(q, dtype, x, true, b, shape, ndim) }
+}
+
+/// `dx = dq/dx · dy` on host memory from what `lowbit_forward_with_mask`
+/// saved: the same bits as `lowbit_backward` from `x`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn lowbit_backward_from_mask(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    mask: *const u32,
+    scale: *const c_void,
+    dy: *const c_void,
+    dx: *mut c_void,
+    shape: *const usize,
+    ndim: usize,
+) -> lowbit_status {
+    let b = Masked {
+        mask: mask.cast_mut().cast(),
+        scale: scale.cast_mut(),
+        out: dx,
+    };
+    // SAFETY: the caller's contract, checked for nulls inside.
+    unsafe { host_mask(q, dtype, dy, false, b, shape, ndim) }
+}
+
+unsafe fn device_mask(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    pass: MaskPass,
+    b: Masked,
+    shape_ptr: *const usize,
+    ndim: usize,
+    stream: *mut c_void,
+) -> lowbit_status {
+    guard(|| {
+        // SAFETY: a live handle, or null.
+        let q = unsafe { handle(q) }?;
+        // SAFETY: forwarded from the caller's contract.
+        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+        let input = match pass {
+            MaskPass::Forward { x } => x,
+            MaskPass::Backward { dy } => dy,
+        };
+        if n > 0 && (input == 0 || b.out.is_null() || b.mask.is_null()) {
+            return Err(null("a device pointer"));
+        }
+        // Before the device is opened: the answers do not depend on it.
+        crate::mask::check_maskable(q).map_err(fail)?;
+        if q.saved_scale_len(s).map_err(fail)? > 0 && b.scale.is_null() {
+            return Err(null("scale"));
+        }
+        let (mask, scale, out) = (b.mask as u64, b.scale as u64, b.out as u64);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { device::call_mask(q, dtype, pass, mask, scale, out, s, stream) }
+    })
+}
+
+/// `lowbit_forward_with_mask` on device memory, enqueued on `stream`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn lowbit_forward_with_mask_device(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    x: *const c_void,
+    y: *mut c_void,
+    mask: *mut u32,
+    scale: *mut c_void,
+    shape: *const usize,
+    ndim: usize,
+    stream: *mut c_void,
+) -> lowbit_status {
+    let b = Masked {
+        mask: mask.cast(),
+        scale,
+        out: y,
+    };
+    let pass = MaskPass::Forward { x: x as u64 };
+    // SAFETY: the caller's contract, checked for nulls inside.
+    unsafe { device_mask(q, dtype, pass, b, shape, ndim, stream) }
+}
+
+/// `lowbit_backward_from_mask` on device memory, enqueued on `stream`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn lowbit_backward_from_mask_device(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    mask: *const u32,
+    scale: *const c_void,
+    dy: *const c_void,
+    dx: *mut c_void,
+    shape: *const usize,
+    ndim: usize,
+    stream: *mut c_void,
+) -> lowbit_status {
+    let b = Masked {
+        mask: mask.cast_mut().cast(),
+        scale: scale.cast_mut(),
+        out: dx,
+    };
+    let pass = MaskPass::Backward { dy: dy as u64 };
+    // SAFETY: the caller's contract, checked for nulls inside.
+    unsafe { device_mask(q, dtype, pass, b, shape, ndim, stream) }
 }

@@ -633,6 +633,129 @@ fn rsign_device_views_offset_by_one(b: &Backend) -> Result<(), String> {
     Ok(())
 }
 
+/// The C ABI's device entry points (`lowbit_*_device`, what a C++ stack
+/// calls with its own pointers and stream) give the CPU's bits.
+#[cfg(lowbit_cuda)]
+fn c_abi_on_device_agrees_with_the_cpu(b: &Backend) -> Result<(), String> {
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    use lowbit::capi::*;
+    use std::ffi::{CString, c_void};
+
+    let Some(cuda) = b.as_cuda() else {
+        return Ok(());
+    };
+    let err = |e: cudarc::driver::DriverError| format!("{e:?}");
+    let stream = cuda.context().new_stream().map_err(err)?;
+    let raw = stream.cu_stream().cast::<c_void>();
+    let shape = [1001usize, 24];
+    let n = shape[0] * shape[1];
+    let x = random::<f16>(n, 21, false);
+    let dy = random::<f16>(n, 22, true);
+    let check = |what: &str, status: lowbit_status| match status {
+        lowbit_status::LOWBIT_OK => Ok(()),
+        s => Err(format!("{what}: {s:?}")),
+    };
+    for spec in [
+        "ste_sign",
+        "magnitude_aware_sign",
+        "ste_tern(ternary_weight_networks=true)",
+    ] {
+        let q = spec.parse::<Quantizer>().unwrap();
+        let mut handle = std::ptr::null_mut();
+        let cspec = CString::new(spec).unwrap();
+        // SAFETY: a NUL-terminated SPEC and a place for the handle.
+        check("new", unsafe {
+            lowbit_quantizer_new(cspec.as_ptr(), &mut handle)
+        })?;
+        let scales = q.saved_scale_len(&shape).unwrap();
+        let xd = stream.clone_htod(&x).map_err(err)?;
+        let dyd = stream.clone_htod(&dy).map_err(err)?;
+        let mut y = stream.alloc_zeros::<f16>(n).map_err(err)?;
+        let mut dx = stream.alloc_zeros::<f16>(n).map_err(err)?;
+        let mut dxm = stream.alloc_zeros::<f16>(n).map_err(err)?;
+        let mut mask = stream
+            .alloc_zeros::<u32>(lowbit::mask_words(n))
+            .map_err(err)?;
+        let mut scale = stream.alloc_zeros::<f16>(scales.max(1)).map_err(err)?;
+        {
+            let p = |d: u64| d as *mut c_void;
+            let (xp, _a) = xd.device_ptr(&stream);
+            let (dyp, _b) = dyd.device_ptr(&stream);
+            let (yp, _c) = y.device_ptr_mut(&stream);
+            let (dxp, _d) = dx.device_ptr_mut(&stream);
+            let (dxmp, _e) = dxm.device_ptr_mut(&stream);
+            let (mp, _f) = mask.device_ptr_mut(&stream);
+            let (scale_ptr, _g) = scale.device_ptr_mut(&stream);
+            let sp = match scales {
+                0 => std::ptr::null_mut(),
+                _ => p(scale_ptr),
+            };
+            let (s, f) = (shape.as_ptr(), LOWBIT_F16);
+            // SAFETY: live device buffers of the shape's sizes, on `raw`.
+            unsafe {
+                check(
+                    "forward",
+                    lowbit_forward_device(handle, f, p(xp), p(yp), s, 2, raw),
+                )?;
+                check(
+                    "backward",
+                    lowbit_backward_device(handle, f, p(xp), p(dyp), p(dxp), s, 2, raw),
+                )?;
+                if q.supports_mask() {
+                    check(
+                        "forward_with_mask",
+                        lowbit_forward_with_mask_device(
+                            handle,
+                            f,
+                            p(xp),
+                            p(yp),
+                            mp as *mut u32,
+                            sp,
+                            s,
+                            2,
+                            raw,
+                        ),
+                    )?;
+                    check(
+                        "backward_from_mask",
+                        lowbit_backward_from_mask_device(
+                            handle,
+                            f,
+                            mp as *const u32,
+                            sp,
+                            p(dyp),
+                            p(dxmp),
+                            s,
+                            2,
+                            raw,
+                        ),
+                    )?;
+                }
+                lowbit_quantizer_free(handle);
+            }
+        }
+        stream.synchronize().map_err(err)?;
+        let want_y = q.forward_vec(&x, &shape).unwrap();
+        let want_dx = q.backward_vec(&x, &dy, &shape).unwrap();
+        let got_y = stream.clone_dtoh(&y).map_err(err)?;
+        let got_dx = stream.clone_dtoh(&dx).map_err(err)?;
+        let got_dxm = stream.clone_dtoh(&dxm).map_err(err)?;
+        let differs = |got: &[f16], want: &[f16]| (0..n).find(|&i| !same(got[i], want[i]));
+        if let Some(i) = differs(&got_y, &want_y) {
+            return Err(format!("{spec}: y[{i}] {} vs {}", got_y[i], want_y[i]));
+        }
+        if let Some(i) = differs(&got_dx, &want_dx) {
+            return Err(format!("{spec}: dx[{i}] {} vs {}", got_dx[i], want_dx[i]));
+        }
+        if q.supports_mask()
+            && let Some(i) = differs(&got_dxm, &want_dx)
+        {
+            return Err(format!("{spec}: dx[{i}] from the mask {}", got_dxm[i]));
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let mut tests: Vec<(&str, harness::Body, bool)> = vec![
         ("larq_reference", larq_reference, false),
@@ -688,6 +811,12 @@ fn main() {
     tests.push((
         "device_mask_views_offset_by_one",
         device_mask_views_offset_by_one,
+        true,
+    ));
+    #[cfg(lowbit_cuda)]
+    tests.push((
+        "c_abi_on_device_agrees_with_the_cpu",
+        c_abi_on_device_agrees_with_the_cpu,
         true,
     ));
     harness::run(tests);

@@ -101,12 +101,17 @@ fn unpack_row<T: Element>(words: &[u32], scale: Option<&[f32]>, y: &mut [T]) {
     for (block, y) in y.chunks_mut(BLOCK).enumerate() {
         let words = &words[block * BLOCK_WORDS..];
         let scale = scale.map(|s| &s[block * BLOCK..]);
-        T::write(y, &mut buf, |out| {
-            for (j, v) in out.iter_mut().enumerate() {
-                let bit = words[j / WORD_BITS] >> (j % WORD_BITS);
-                *v = scalar::unpack_bit(bit, scale.map_or(1.0, |s| s[j]));
-            }
-        });
+        T::write(
+            y,
+            &mut buf,
+            #[inline(always)]
+            |out| {
+                for (j, v) in out.iter_mut().enumerate() {
+                    let bit = words[j / WORD_BITS] >> (j % WORD_BITS);
+                    *v = scalar::unpack_bit(bit, scale.map_or(1.0, |s| s[j]));
+                }
+            },
+        );
     }
 }
 

@@ -361,7 +361,12 @@ fn map1<T: Element>(x: &[T], y: &mut [T], f: impl Fn(&[f32], &mut [f32], usize) 
                     let mut y_buf = [0f32; BLOCK];
                     for (block, (y, x)) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
                         let x = T::read(x, &mut x_buf);
-                        T::write(y, &mut y_buf, |y| f(x, y, chunk * CHUNK + block * BLOCK));
+                        T::write(
+                            y,
+                            &mut y_buf,
+                            #[inline(always)]
+                            |y| f(x, y, chunk * CHUNK + block * BLOCK),
+                        );
                     }
                 },
             )
@@ -391,9 +396,12 @@ fn map2<T: Element>(
                     for (block, (dx, (x, dy))) in blocks.enumerate() {
                         let x = T::read(x, &mut x_buf);
                         let dy = T::read(dy, &mut dy_buf);
-                        T::write(dx, &mut dx_buf, |dx| {
-                            f(x, dy, dx, chunk * CHUNK + block * BLOCK)
-                        });
+                        T::write(
+                            dx,
+                            &mut dx_buf,
+                            #[inline(always)]
+                            |dx| f(x, dy, dx, chunk * CHUNK + block * BLOCK),
+                        );
                     }
                 },
             )

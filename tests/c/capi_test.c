@@ -133,6 +133,74 @@ static void errors(void) {
     lowbit_quantizer_free(q);
 }
 
+static void masks(void) {
+    /* 40 elements: two mask words, the second one partly used. */
+    enum { N = 40 };
+    float x[N], dy[N], y[N], y_plain[N], dx[N], dx_plain[N];
+    uint32_t mask[2] = {0xFFFFFFFFu, 0xFFFFFFFFu};
+    for (int i = 0; i < N; i++) {
+        x[i] = (float)(i - 24) / 10.0f; /* -2.4 .. 1.5 */
+        dy[i] = (float)(i + 1);
+    }
+    size_t shape[1] = {N}, scale_len = 99;
+    CHECK(lowbit_mask_words(N) == 2 && lowbit_mask_words(0) == 0 && lowbit_mask_words(32) == 1,
+          "mask words");
+    lowbit_quantizer *q = make("ste_sign");
+    CHECK(lowbit_saved_scale_len(q, shape, 1, &scale_len) == LOWBIT_OK && scale_len == 0,
+          "ste_sign saves no scale: %zu", scale_len);
+    CHECK(lowbit_forward_with_mask(q, LOWBIT_F32, x, y, mask, NULL, shape, 1) == LOWBIT_OK,
+          "masked forward: %s", lowbit_last_error());
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y_plain, shape, 1) == LOWBIT_OK, "forward");
+    CHECK(memcmp(y, y_plain, sizeof y) == 0, "masked forward gives the forward's bits");
+    /* |x| <= 1 for i = 14..34: bits 14..31 of word 0, bits 0..2 of word 1. */
+    CHECK(mask[0] == 0xFFFFC000u && mask[1] == 0x7u, "mask %08x %08x", mask[0], mask[1]);
+    CHECK(lowbit_backward_from_mask(q, LOWBIT_F32, mask, NULL, dy, dx, shape, 1) == LOWBIT_OK,
+          "backward from mask: %s", lowbit_last_error());
+    CHECK(lowbit_backward(q, LOWBIT_F32, x, dy, dx_plain, shape, 1) == LOWBIT_OK, "backward");
+    CHECK(memcmp(dx, dx_plain, sizeof dx) == 0, "backward from the mask = backward from x");
+    CHECK(lowbit_forward_with_mask(q, LOWBIT_F32, x, y, NULL, NULL, shape, 1) == LOWBIT_ERR_NULL,
+          "null mask");
+    lowbit_quantizer_free(q);
+
+    /* magnitude_aware_sign also saves each channel's scale. */
+    float xm[] = {0.5f, -2.0f, -1.5f, 1.0f}, ym[4], scale[2], ones[4] = {1, 1, 1, 1}, dxm[4], dxp[4];
+    uint32_t maskm[1];
+    size_t shape2[2] = {2, 2};
+    q = make("magnitude_aware_sign");
+    CHECK(lowbit_saved_scale_len(q, shape2, 2, &scale_len) == LOWBIT_OK && scale_len == 2,
+          "one scale per channel: %zu", scale_len);
+    CHECK(lowbit_forward_with_mask(q, LOWBIT_F32, xm, ym, maskm, NULL, shape2, 2) == LOWBIT_ERR_NULL,
+          "magnitude_aware_sign needs its scale buffer");
+    CHECK(lowbit_forward_with_mask(q, LOWBIT_F32, xm, ym, maskm, scale, shape2, 2) == LOWBIT_OK,
+          "mas masked forward: %s", lowbit_last_error());
+    CHECK(scale[0] == 1.0f && scale[1] == 1.5f, "scales %g %g", scale[0], scale[1]);
+    CHECK(lowbit_backward_from_mask(q, LOWBIT_F32, maskm, scale, ones, dxm, shape2, 2) == LOWBIT_OK,
+          "mas backward from mask: %s", lowbit_last_error());
+    CHECK(lowbit_backward(q, LOWBIT_F32, xm, ones, dxp, shape2, 2) == LOWBIT_OK, "mas backward");
+    CHECK(memcmp(dxm, dxp, sizeof dxm) == 0, "mas: backward from the mask = backward from x");
+    lowbit_quantizer_free(q);
+
+    /* approx_sign's gradient needs x itself: refused, nothing written. */
+    q = make("approx_sign");
+    y[0] = 7.0f;
+    CHECK(lowbit_forward_with_mask(q, LOWBIT_F32, x, y, mask, NULL, shape, 1) == LOWBIT_ERR_UNSUPPORTED,
+          "approx_sign has no mask");
+    CHECK(strstr(lowbit_last_error(), "approx_sign") != NULL, "message: %s", lowbit_last_error());
+    CHECK(y[0] == 7.0f, "nothing written");
+    CHECK(lowbit_forward_with_mask_device(q, LOWBIT_F32, x, y, mask, NULL, shape, 1, NULL) ==
+              LOWBIT_ERR_UNSUPPORTED,
+          "approx_sign has no mask on a device either");
+    CHECK(lowbit_saved_scale_len(q, shape, 1, NULL) == LOWBIT_ERR_NULL, "null out");
+    lowbit_quantizer_free(q);
+
+    /* The device path checks its pointers before touching a GPU. */
+    q = make("ste_sign");
+    CHECK(lowbit_backward_from_mask_device(q, LOWBIT_F32, NULL, NULL, dy, dx, shape, 1, NULL) ==
+              LOWBIT_ERR_NULL,
+          "null device mask");
+    lowbit_quantizer_free(q);
+}
+
 int main(void) {
     elementwise("ste_sign", sign_, ste_);
     elementwise("approx_sign", sign_, approx_);
@@ -144,6 +212,7 @@ int main(void) {
     half_types();
     spec_round_trip();
     errors();
+    masks();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
