@@ -36,8 +36,8 @@ typedef enum lowbit_status {
     LOWBIT_ERR_CUDA_UNAVAILABLE = 4, /* no usable GPU or driver; the message says why */
     LOWBIT_ERR_CUDA = 5,             /* a CUDA driver call failed */
     LOWBIT_ERR_INTERNAL = 6,         /* a bug in lowbit */
-    LOWBIT_ERR_UNSUPPORTED = 7       /* not through this call: rsign needs thresholds,
-                                        and a mask is not enough for approx_sign & co. */
+    LOWBIT_ERR_UNSUPPORTED = 7       /* not through this call: rsign takes thresholds
+                                        (and only it), and approx_sign & co. no mask */
 } lowbit_status;
 
 /* Element types; f16 and bf16 are passed as their 16-bit patterns. */
@@ -99,6 +99,28 @@ lowbit_status lowbit_backward_from_mask_device(const lowbit_quantizer *q, uint32
                                                const uint32_t *mask, const void *scale,
                                                const void *dy, void *dx, const size_t *shape,
                                                size_t ndim, void *stream);
+
+/* rsign (ReActNet): y = sign(x - alpha[c]), alpha holding one threshold per
+ * channel (the last axis) of dtype; the backward pass writes dx and
+ * dalpha[c] = -sum of dx over channel c. The other quantizers are
+ * LOWBIT_ERR_UNSUPPORTED here, as rsign is in lowbit_forward/backward. */
+lowbit_status lowbit_forward_with_thresholds(const lowbit_quantizer *q, uint32_t dtype,
+                                             const void *x, const void *alpha, void *y,
+                                             const size_t *shape, size_t ndim);
+lowbit_status lowbit_backward_with_thresholds(const lowbit_quantizer *q, uint32_t dtype,
+                                              const void *x, const void *alpha, const void *dy,
+                                              void *dx, void *dalpha, const size_t *shape,
+                                              size_t ndim);
+/* The same on device memory, enqueued on `stream`; dalpha is reduced there. */
+lowbit_status lowbit_forward_with_thresholds_device(const lowbit_quantizer *q, uint32_t dtype,
+                                                    const void *x, const void *alpha, void *y,
+                                                    const size_t *shape, size_t ndim,
+                                                    void *stream);
+lowbit_status lowbit_backward_with_thresholds_device(const lowbit_quantizer *q, uint32_t dtype,
+                                                     const void *x, const void *alpha,
+                                                     const void *dy, void *dx, void *dalpha,
+                                                     const size_t *shape, size_t ndim,
+                                                     void *stream);
 
 #ifdef __cplusplus
 }

@@ -36,8 +36,8 @@ pub enum lowbit_status {
     /// A bug in lowbit (a caught panic).
     LOWBIT_ERR_INTERNAL = 6,
     /// The quantizer cannot run through this call: `rsign` needs its
-    /// per-channel thresholds, which the C ABI does not take, and a mask
-    /// is not enough for a gradient that needs `x` itself.
+    /// per-channel thresholds (the `_with_thresholds` calls), the others
+    /// take none, and a mask is not enough for a gradient that needs `x`.
     LOWBIT_ERR_UNSUPPORTED = 7,
 }
 use lowbit_status::*;
@@ -440,6 +440,58 @@ mod device {
         }
     }
 
+    /// `forward_with_thresholds_raw` (`grad` is `None`) or
+    /// `backward_with_thresholds_raw` (`grad` holds `dy` and `dalpha`).
+    #[cfg(lowbit_cuda)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn call_thresholds(
+        q: &Quantizer,
+        dtype: u32,
+        x: u64,
+        alpha: u64,
+        out: u64,
+        grad: Option<(u64, u64)>,
+        s: &[usize],
+        stream: *mut c_void,
+    ) -> Outcome<()> {
+        let dtype = dtype_of(dtype)?;
+        let cuda = cuda::backend()?;
+        let cs = stream.cast();
+        match grad {
+            // SAFETY: the caller vouches for the pointers and the stream.
+            None => unsafe { cuda.forward_with_thresholds_raw(q, dtype, cs, x, alpha, s, out) }
+                .map_err(fail),
+            Some((dy, dalpha)) => {
+                let need = cuda::Cuda::workspace_bytes(q, s, true).map_err(fail)?;
+                cuda::with_workspace(cuda, stream, need, |ws| {
+                    // SAFETY: as above.
+                    unsafe {
+                        cuda.backward_with_thresholds_raw(
+                            q, dtype, cs, x, alpha, dy, s, out, dalpha, ws,
+                        )
+                    }
+                    .map_err(fail)
+                })
+            }
+        }
+    }
+
+    #[cfg(not(lowbit_cuda))]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn call_thresholds(
+        _: &Quantizer,
+        dtype: u32,
+        _: u64,
+        _: u64,
+        _: u64,
+        _: Option<(u64, u64)>,
+        _: &[usize],
+        _: *mut c_void,
+    ) -> Outcome<()> {
+        dtype_of(dtype)?;
+        Err(unavailable())
+    }
+
     #[cfg(not(lowbit_cuda))]
     pub(super) unsafe fn call(
         _: &Quantizer,
@@ -735,4 +787,172 @@ pub unsafe extern "C" fn lowbit_backward_from_mask_device(
     let pass = MaskPass::Backward { dy: dy as u64 };
     // SAFETY: the caller's contract, checked for nulls inside.
     unsafe { device_mask(q, dtype, pass, b, shape, ndim, stream) }
+}
+
+/// The buffers of an `rsign` call, as the caller passed them.
+struct Thresholds {
+    x: *const c_void,
+    alpha: *const c_void,
+    out: *mut c_void,
+    /// `dy` and `dalpha`, for the backward pass.
+    grad: Option<(*const c_void, *mut c_void)>,
+}
+
+unsafe fn host_thresholds(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    b: Thresholds,
+    shape_ptr: *const usize,
+    ndim: usize,
+) -> lowbit_status {
+    guard(|| {
+        // SAFETY: a live handle, or null.
+        let q = unsafe { handle(q) }?;
+        // SAFETY: forwarded from the caller's contract.
+        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+        let (_, c) = crate::api::check_shape(s, &[]).map_err(fail)?;
+        with_dtype!(dtype, T => {
+            // SAFETY: the caller passes `n` elements of T at x, dy and the
+            // output and `c` at alpha and dalpha, outputs not overlapping
+            // inputs.
+            let x = unsafe { slice::<T>(b.x, n, "x") }?;
+            let alpha = unsafe { slice::<T>(b.alpha, c, "alpha") }?;
+            let out = unsafe { slice_mut::<T>(b.out, n, "out") }?;
+            match b.grad {
+                None => q.forward_with_thresholds(x, alpha, s, out),
+                Some((dy, dalpha)) => {
+                    let dy = unsafe { slice::<T>(dy, n, "dy") }?;
+                    let dalpha = unsafe { slice_mut::<T>(dalpha, c, "dalpha") }?;
+                    q.backward_with_thresholds(x, alpha, dy, s, out, dalpha)
+                }
+            }
+            .map_err(fail)
+        })
+    })
+}
+
+unsafe fn device_thresholds(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    b: Thresholds,
+    shape_ptr: *const usize,
+    ndim: usize,
+    stream: *mut c_void,
+) -> lowbit_status {
+    guard(|| {
+        // SAFETY: a live handle, or null.
+        let q = unsafe { handle(q) }?;
+        // SAFETY: forwarded from the caller's contract.
+        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+        // Before the device is opened: the answers do not depend on it.
+        let (_, c) = crate::api::check_thresholds(q, s, &[], &[]).map_err(fail)?;
+        let dy_null = b.grad.is_some_and(|(dy, _)| dy.is_null());
+        if n > 0 && (b.x.is_null() || b.out.is_null() || dy_null) {
+            return Err(null("a device pointer"));
+        }
+        let dalpha_null = b.grad.is_some_and(|(_, da)| da.is_null());
+        if c > 0 && (b.alpha.is_null() || dalpha_null) {
+            return Err(null("a device pointer"));
+        }
+        let grad = b.grad.map(|(dy, da)| (dy as u64, da as u64));
+        let (x, alpha, out) = (b.x as u64, b.alpha as u64, b.out as u64);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { device::call_thresholds(q, dtype, x, alpha, out, grad, s, stream) }
+    })
+}
+
+/// `rsign`'s `y = sign(x − α_c)` on host memory, `alpha` holding one
+/// threshold per channel (the shape's last axis) of `dtype`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lowbit_forward_with_thresholds(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    x: *const c_void,
+    alpha: *const c_void,
+    y: *mut c_void,
+    shape: *const usize,
+    ndim: usize,
+) -> lowbit_status {
+    let b = Thresholds {
+        x,
+        alpha,
+        out: y,
+        grad: None,
+    };
+    // SAFETY: the caller's contract, checked for nulls inside.
+    unsafe { host_thresholds(q, dtype, b, shape, ndim) }
+}
+
+/// `rsign`'s gradients on host memory: `dx`, and `dalpha[c] = −Σ dx` over
+/// channel `c`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn lowbit_backward_with_thresholds(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    x: *const c_void,
+    alpha: *const c_void,
+    dy: *const c_void,
+    dx: *mut c_void,
+    dalpha: *mut c_void,
+    shape: *const usize,
+    ndim: usize,
+) -> lowbit_status {
+    let b = Thresholds {
+        x,
+        alpha,
+        out: dx,
+        grad: Some((dy, dalpha)),
+    };
+    // SAFETY: the caller's contract, checked for nulls inside.
+    unsafe { host_thresholds(q, dtype, b, shape, ndim) }
+}
+
+/// `lowbit_forward_with_thresholds` on device memory, enqueued on `stream`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn lowbit_forward_with_thresholds_device(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    x: *const c_void,
+    alpha: *const c_void,
+    y: *mut c_void,
+    shape: *const usize,
+    ndim: usize,
+    stream: *mut c_void,
+) -> lowbit_status {
+    let b = Thresholds {
+        x,
+        alpha,
+        out: y,
+        grad: None,
+    };
+    // SAFETY: the caller's contract, checked for nulls inside.
+    unsafe { device_thresholds(q, dtype, b, shape, ndim, stream) }
+}
+
+/// `lowbit_backward_with_thresholds` on device memory, enqueued on
+/// `stream`; dα is reduced on the device (the same bits as the host call).
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn lowbit_backward_with_thresholds_device(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    x: *const c_void,
+    alpha: *const c_void,
+    dy: *const c_void,
+    dx: *mut c_void,
+    dalpha: *mut c_void,
+    shape: *const usize,
+    ndim: usize,
+    stream: *mut c_void,
+) -> lowbit_status {
+    let b = Thresholds {
+        x,
+        alpha,
+        out: dx,
+        grad: Some((dy, dalpha)),
+    };
+    // SAFETY: the caller's contract, checked for nulls inside.
+    unsafe { device_thresholds(q, dtype, b, shape, ndim, stream) }
 }

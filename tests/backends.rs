@@ -753,6 +753,79 @@ fn c_abi_on_device_agrees_with_the_cpu(b: &Backend) -> Result<(), String> {
             return Err(format!("{spec}: dx[{i}] from the mask {}", got_dxm[i]));
         }
     }
+
+    // rsign through its threshold calls, dα reduced on the device.
+    let q: Quantizer = "rsign".parse().unwrap();
+    let c = shape[1];
+    let alpha = random::<f16>(c, 23, false);
+    let mut handle = std::ptr::null_mut();
+    let cspec = CString::new("rsign").unwrap();
+    // SAFETY: a NUL-terminated SPEC and a place for the handle.
+    check("new", unsafe {
+        lowbit_quantizer_new(cspec.as_ptr(), &mut handle)
+    })?;
+    let xd = stream.clone_htod(&x).map_err(err)?;
+    let ad = stream.clone_htod(&alpha).map_err(err)?;
+    let dyd = stream.clone_htod(&dy).map_err(err)?;
+    let mut y = stream.alloc_zeros::<f16>(n).map_err(err)?;
+    let mut dx = stream.alloc_zeros::<f16>(n).map_err(err)?;
+    let mut da = stream.alloc_zeros::<f16>(c).map_err(err)?;
+    {
+        let p = |d: u64| d as *mut c_void;
+        let (xp, _a) = xd.device_ptr(&stream);
+        let (ap, _b) = ad.device_ptr(&stream);
+        let (dyp, _c) = dyd.device_ptr(&stream);
+        let (yp, _d) = y.device_ptr_mut(&stream);
+        let (dxp, _e) = dx.device_ptr_mut(&stream);
+        let (dap, _f) = da.device_ptr_mut(&stream);
+        let (s, f) = (shape.as_ptr(), LOWBIT_F16);
+        // SAFETY: live device buffers of the shape's sizes, on `raw`.
+        unsafe {
+            check(
+                "forward_with_thresholds",
+                lowbit_forward_with_thresholds_device(handle, f, p(xp), p(ap), p(yp), s, 2, raw),
+            )?;
+            check(
+                "backward_with_thresholds",
+                lowbit_backward_with_thresholds_device(
+                    handle,
+                    f,
+                    p(xp),
+                    p(ap),
+                    p(dyp),
+                    p(dxp),
+                    p(dap),
+                    s,
+                    2,
+                    raw,
+                ),
+            )?;
+            lowbit_quantizer_free(handle);
+        }
+    }
+    stream.synchronize().map_err(err)?;
+    let (mut want_y, mut want_dx, mut want_da) =
+        (vec![f16::ZERO; n], vec![f16::ZERO; n], vec![f16::ZERO; c]);
+    q.forward_with_thresholds(&x, &alpha, &shape, &mut want_y)
+        .unwrap();
+    q.backward_with_thresholds(&x, &alpha, &dy, &shape, &mut want_dx, &mut want_da)
+        .unwrap();
+    let got_y = stream.clone_dtoh(&y).map_err(err)?;
+    let got_dx = stream.clone_dtoh(&dx).map_err(err)?;
+    let got_da = stream.clone_dtoh(&da).map_err(err)?;
+    let differs = |got: &[f16], want: &[f16]| (0..want.len()).find(|&i| !same(got[i], want[i]));
+    if let Some(i) = differs(&got_y, &want_y) {
+        return Err(format!("rsign: y[{i}] {} vs {}", got_y[i], want_y[i]));
+    }
+    if let Some(i) = differs(&got_dx, &want_dx) {
+        return Err(format!("rsign: dx[{i}] {} vs {}", got_dx[i], want_dx[i]));
+    }
+    if let Some(i) = differs(&got_da, &want_da) {
+        return Err(format!(
+            "rsign: dalpha[{i}] {} vs {}",
+            got_da[i], want_da[i]
+        ));
+    }
     Ok(())
 }
 

@@ -362,6 +362,74 @@ impl Cuda {
         unsafe { self.run(&steps, stream.cu_stream()) }
     }
 
+    /// [`forward_with_thresholds`](Self::forward_with_thresholds) on raw
+    /// device pointers and a raw stream.
+    ///
+    /// # Safety
+    /// `x` and `y` must be device pointers of this context to `shape`'s
+    /// element count of `dtype` and `alpha` to its channel count, valid
+    /// until the stream reaches this work; `stream` must be a stream of this
+    /// context (or null, the legacy one).
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn forward_with_thresholds_raw(
+        &self,
+        q: &Quantizer,
+        dtype: DType,
+        stream: cu::CUstream,
+        x: cu::CUdeviceptr,
+        alpha: cu::CUdeviceptr,
+        shape: &[usize],
+        y: cu::CUdeviceptr,
+    ) -> Result<()> {
+        let (len, channels) = check_thresholds(q, shape, &[], &[])?;
+        let bufs = RSignBuffers {
+            x,
+            alpha,
+            out: y,
+            ..Default::default()
+        };
+        let steps = plan::plan_rsign(Direction::Forward, dtype, len, channels, bufs);
+        // SAFETY: the caller vouches for the pointers and the stream.
+        unsafe { self.run(&steps, stream) }
+    }
+
+    /// [`backward_with_thresholds`](Self::backward_with_thresholds) on raw
+    /// device pointers and a raw stream; `ws` must already be large enough
+    /// ([`workspace_bytes`](Self::workspace_bytes), backward).
+    ///
+    /// # Safety
+    /// As [`forward_with_thresholds_raw`](Self::forward_with_thresholds_raw),
+    /// for `x`, `dy` and `dx` (the element count) and `alpha` and `dalpha`
+    /// (the channel count).
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn backward_with_thresholds_raw(
+        &self,
+        q: &Quantizer,
+        dtype: DType,
+        stream: cu::CUstream,
+        x: cu::CUdeviceptr,
+        alpha: cu::CUdeviceptr,
+        dy: cu::CUdeviceptr,
+        shape: &[usize],
+        dx: cu::CUdeviceptr,
+        dalpha: cu::CUdeviceptr,
+        ws: &Workspace,
+    ) -> Result<()> {
+        let (len, channels) = check_thresholds(q, shape, &[], &[])?;
+        let need = plan::rsign_layout(Direction::Backward, len, channels).bytes;
+        let bufs = RSignBuffers {
+            x,
+            alpha,
+            dy,
+            out: dx,
+            dalpha,
+            workspace: ws.raw(need)?,
+        };
+        let steps = plan::plan_rsign(Direction::Backward, dtype, len, channels, bufs);
+        // SAFETY: the caller vouches for the pointers and the stream.
+        unsafe { self.run(&steps, stream) }
+    }
+
     /// Enqueues `steps` on `stream`.
     ///
     /// # Safety

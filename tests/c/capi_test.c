@@ -123,7 +123,8 @@ static void errors(void) {
     lowbit_quantizer_free(q);
     lowbit_quantizer_free(NULL);
 
-    /* rsign needs its thresholds, which these calls do not take. */
+    /* rsign needs its thresholds, which these calls do not take
+     * (lowbit_forward_with_thresholds does). */
     q = make("rsign");
     CHECK(lowbit_forward(q, LOWBIT_F32, x, y, shape, 1) == LOWBIT_ERR_UNSUPPORTED, "rsign forward");
     CHECK(strstr(lowbit_last_error(), "thresholds") != NULL, "message: %s", lowbit_last_error());
@@ -201,6 +202,50 @@ static void masks(void) {
     lowbit_quantizer_free(q);
 }
 
+static void thresholds(void) {
+    size_t shape[2] = {2, 2};
+    lowbit_quantizer *q = make("rsign");
+    /* y = sign(x - alpha[c]) */
+    float x[] = {0.4f, -0.5f, 0.5f, -1.5f}, alpha[] = {0.5f, -1.0f}, y[4];
+    CHECK(lowbit_forward_with_thresholds(q, LOWBIT_F32, x, alpha, y, shape, 2) == LOWBIT_OK,
+          "rsign forward: %s", lowbit_last_error());
+    float want_y[] = {-1.0f, 1.0f, 1.0f, -1.0f};
+    for (int i = 0; i < 4; i++) CHECK(y[i] == want_y[i], "rsign y[%d] = %g", i, y[i]);
+
+    /* u = x - alpha = {0.25, 3.0, -0.5, 0.0}: dx = (1 - |u|) * 2 * dy inside |u| <= 1,
+     * dalpha[c] = -(sum of dx over channel c). */
+    float xb[] = {0.75f, 2.0f, 0.0f, -1.0f}, dy[] = {1, 1, 1, 1}, dx[4], dalpha[2];
+    CHECK(lowbit_backward_with_thresholds(q, LOWBIT_F32, xb, alpha, dy, dx, dalpha, shape, 2) ==
+              LOWBIT_OK,
+          "rsign backward: %s", lowbit_last_error());
+    float want_dx[] = {1.5f, 0.0f, 1.0f, 2.0f};
+    for (int i = 0; i < 4; i++) CHECK(dx[i] == want_dx[i], "rsign dx[%d] = %g", i, dx[i]);
+    CHECK(dalpha[0] == -2.5f && dalpha[1] == -2.0f, "dalpha %g %g", dalpha[0], dalpha[1]);
+
+    y[0] = 7.0f;
+    CHECK(lowbit_forward_with_thresholds(q, LOWBIT_F32, x, NULL, y, shape, 2) == LOWBIT_ERR_NULL,
+          "null alpha");
+    CHECK(lowbit_backward_with_thresholds(q, LOWBIT_F32, xb, alpha, dy, dx, NULL, shape, 2) ==
+              LOWBIT_ERR_NULL,
+          "null dalpha");
+    CHECK(lowbit_forward_with_thresholds_device(q, LOWBIT_F32, x, NULL, y, shape, 2, NULL) ==
+              LOWBIT_ERR_NULL,
+          "null device alpha");
+    CHECK(y[0] == 7.0f, "nothing written");
+    lowbit_quantizer_free(q);
+
+    /* Only rsign takes thresholds. */
+    q = make("ste_sign");
+    CHECK(lowbit_forward_with_thresholds(q, LOWBIT_F32, x, alpha, y, shape, 2) ==
+              LOWBIT_ERR_UNSUPPORTED,
+          "ste_sign takes no thresholds");
+    CHECK(lowbit_forward_with_thresholds_device(q, LOWBIT_F32, x, alpha, y, shape, 2, NULL) ==
+              LOWBIT_ERR_UNSUPPORTED,
+          "nor on a device");
+    CHECK(y[0] == 7.0f, "nothing written");
+    lowbit_quantizer_free(q);
+}
+
 int main(void) {
     elementwise("ste_sign", sign_, ste_);
     elementwise("approx_sign", sign_, approx_);
@@ -213,6 +258,7 @@ int main(void) {
     spec_round_trip();
     errors();
     masks();
+    thresholds();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
