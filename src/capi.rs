@@ -365,8 +365,18 @@ mod device {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let key = stream as usize;
-            if map.get(&key).is_none_or(|ws| ws.capacity() < need) {
-                map.insert(key, cuda.workspace(need).map_err(fail)?);
+            match map.get(&key) {
+                Some(ws) if ws.capacity() >= need => {}
+                old => {
+                    if old.is_some() {
+                        // Work queued on `stream` may still read the old
+                        // scratch: wait before it is freed (only on growth).
+                        // SAFETY: the caller's stream of this context.
+                        unsafe { cudarc::driver::result::stream::synchronize(stream.cast()) }
+                            .map_err(|e| fail(crate::cuda::driver("cuStreamSynchronize")(e)))?;
+                    }
+                    map.insert(key, cuda.workspace(need).map_err(fail)?);
+                }
             }
             f(&map[&key])
         }
