@@ -195,6 +195,26 @@ unsafe fn shape<'a>(
     Ok((s, n))
 }
 
+/// Runs `body` under [`guard`] with the handle's quantizer, the shape and
+/// its element count: the preamble of every call on a tensor.
+///
+/// # Safety
+/// `q` is null or a live handle; `shape` is null or holds `ndim` sizes.
+unsafe fn tensor_call(
+    q: *const lowbit_quantizer,
+    shape_ptr: *const usize,
+    ndim: usize,
+    body: impl FnOnce(&Quantizer, &[usize], usize) -> Outcome<()>,
+) -> lowbit_status {
+    guard(|| {
+        // SAFETY: a live handle, or null.
+        let q = unsafe { handle(q) }?;
+        // SAFETY: forwarded from the caller's contract.
+        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+        body(q, s, n)
+    })
+}
+
 /// The quantizer behind a handle.
 ///
 /// # Safety
@@ -280,14 +300,12 @@ unsafe fn host(
     shape_ptr: *const usize,
     ndim: usize,
 ) -> lowbit_status {
-    guard(|| {
-        // SAFETY: a live handle, or null.
-        let q = unsafe { handle(q) }?;
-        // SAFETY: forwarded from the caller's contract.
-        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+    let body = |q: &Quantizer, s: &[usize], n: usize| {
         // SAFETY: forwarded from the caller's contract.
         with_dtype!(dtype, T => unsafe { host_call::<T>(q, x, dy, out, s, n) })
-    })
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tensor_call(q, shape_ptr, ndim, body) }
 }
 
 /// `y = q(x)` on host memory: `x` and `y` hold the shape's element count of
@@ -438,13 +456,15 @@ mod device {
                 let need = cuda::Cuda::workspace_bytes(q, s, false).map_err(fail)?;
                 cuda::with_workspace(cuda, stream, need, |ws| {
                     // SAFETY: the caller vouches for the pointers and the stream.
-                    unsafe { cuda.forward_with_mask_raw(q, dtype, cs, x, s, out, mask, scale, ws) }
-                        .map_err(fail)
+                    unsafe {
+                        cuda.forward_with_mask_raw(q, dtype, cs, x as u64, s, out, mask, scale, ws)
+                    }
+                    .map_err(fail)
                 })
             }
             MaskPass::Backward { dy } => {
                 // SAFETY: as above.
-                unsafe { cuda.backward_from_mask_raw(q, dtype, cs, mask, scale, dy, s, out) }
+                unsafe { cuda.backward_from_mask_raw(q, dtype, cs, mask, scale, dy as u64, s, out) }
                     .map_err(fail)
             }
         }
@@ -533,11 +553,11 @@ mod device {
     }
 }
 
-/// Which masked pass, with the device pointer only that pass reads.
+/// Which masked pass, with the input only that pass reads.
 #[derive(Clone, Copy)]
 enum MaskPass {
-    Forward { x: u64 },
-    Backward { dy: u64 },
+    Forward { x: *const c_void },
+    Backward { dy: *const c_void },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -551,11 +571,7 @@ unsafe fn on_device(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    guard(|| {
-        // SAFETY: a live handle, or null.
-        let q = unsafe { handle(q) }?;
-        // SAFETY: forwarded from the caller's contract.
-        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+    let body = |q: &Quantizer, s: &[usize], n: usize| {
         if n > 0 && (x.is_null() || out.is_null() || dy.is_some_and(|p| p.is_null())) {
             return Err(null("a device pointer"));
         }
@@ -564,7 +580,9 @@ unsafe fn on_device(
         let dy = dy.map(|p| p as u64);
         // SAFETY: forwarded from the caller's contract.
         unsafe { device::call(q, dtype, x as u64, dy, out as u64, s, stream) }
-    })
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tensor_call(q, shape_ptr, ndim, body) }
 }
 
 /// `y = q(x)` on device memory, enqueued on `stream` (a `CUstream`; null is
@@ -616,16 +634,14 @@ pub unsafe extern "C" fn lowbit_saved_scale_len(
     ndim: usize,
     out: *mut usize,
 ) -> lowbit_status {
-    guard(|| {
-        // SAFETY: a live handle, or null.
-        let q = unsafe { handle(q) }?;
-        // SAFETY: forwarded from the caller's contract.
-        let (s, _) = unsafe { self::shape(shape, ndim) }?;
+    let body = |q: &Quantizer, s: &[usize], _: usize| {
         let len = q.saved_scale_len(s).map_err(fail)?;
         // SAFETY: `out` is null or points to writable storage.
         *unsafe { out.as_mut() }.ok_or_else(|| null("out"))? = len;
         Ok(())
-    })
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tensor_call(q, shape, ndim, body) }
 }
 
 /// The buffers of a masked call, as the caller passed them.
@@ -635,40 +651,40 @@ struct Masked {
     out: *mut c_void,
 }
 
-/// A masked pass on host memory: `x` (forward) or `dy` (backward) in, and
-/// `out` (`y` or `dx`), the mask and the scale.
+/// A masked pass on host memory: the pass's input in, and `out` (`y` or
+/// `dx`), the mask and the scale.
 unsafe fn host_mask(
     q: *const lowbit_quantizer,
     dtype: u32,
-    input: *const c_void,
-    forward: bool,
+    pass: MaskPass,
     b: Masked,
     shape_ptr: *const usize,
     ndim: usize,
 ) -> lowbit_status {
-    guard(|| {
-        // SAFETY: a live handle, or null.
-        let q = unsafe { handle(q) }?;
-        // SAFETY: forwarded from the caller's contract.
-        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+    let body = |q: &Quantizer, s: &[usize], n: usize| {
         let (words, scale_len) = (crate::mask_words(n), q.saved_scale_len(s).map_err(fail)?);
         with_dtype!(dtype, T => {
             // SAFETY: the caller passes buffers of these lengths, the
             // outputs not overlapping the inputs.
             let out = unsafe { slice_mut::<T>(b.out, n, "out") }?;
-            if forward {
-                let x = unsafe { slice::<T>(input, n, "x") }?;
-                let mask = unsafe { slice_mut::<u32>(b.mask, words, "mask") }?;
-                let scale = unsafe { slice_mut::<T>(b.scale, scale_len, "scale") }?;
-                q.forward_with_mask(x, s, out, mask, scale).map_err(fail)
-            } else {
-                let dy = unsafe { slice::<T>(input, n, "dy") }?;
-                let mask = unsafe { slice::<u32>(b.mask, words, "mask") }?;
-                let scale = unsafe { slice::<T>(b.scale, scale_len, "scale") }?;
-                q.backward_from_mask(mask, scale, dy, s, out).map_err(fail)
+            match pass {
+                MaskPass::Forward { x } => {
+                    let x = unsafe { slice::<T>(x, n, "x") }?;
+                    let mask = unsafe { slice_mut::<u32>(b.mask, words, "mask") }?;
+                    let scale = unsafe { slice_mut::<T>(b.scale, scale_len, "scale") }?;
+                    q.forward_with_mask(x, s, out, mask, scale).map_err(fail)
+                }
+                MaskPass::Backward { dy } => {
+                    let dy = unsafe { slice::<T>(dy, n, "dy") }?;
+                    let mask = unsafe { slice::<u32>(b.mask, words, "mask") }?;
+                    let scale = unsafe { slice::<T>(b.scale, scale_len, "scale") }?;
+                    q.backward_from_mask(mask, scale, dy, s, out).map_err(fail)
+                }
             }
         })
-    })
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tensor_call(q, shape_ptr, ndim, body) }
 }
 
 /// `y = q(x)` on host memory, and the mask of where the gradient passes
@@ -693,7 +709,7 @@ pub unsafe extern "C" fn lowbit_forward_with_mask(
         out: y,
     };
     // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { host_mask(q, dtype, x, true, b, shape, ndim) }
+    unsafe { host_mask(q, dtype, MaskPass::Forward { x }, b, shape, ndim) }
 }
 
 /// `dx = dq/dx · dy` on host memory from what `lowbit_forward_with_mask`
@@ -716,7 +732,7 @@ pub unsafe extern "C" fn lowbit_backward_from_mask(
         out: dx,
     };
     // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { host_mask(q, dtype, dy, false, b, shape, ndim) }
+    unsafe { host_mask(q, dtype, MaskPass::Backward { dy }, b, shape, ndim) }
 }
 
 unsafe fn device_mask(
@@ -728,16 +744,12 @@ unsafe fn device_mask(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    guard(|| {
-        // SAFETY: a live handle, or null.
-        let q = unsafe { handle(q) }?;
-        // SAFETY: forwarded from the caller's contract.
-        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+    let body = |q: &Quantizer, s: &[usize], n: usize| {
         let input = match pass {
             MaskPass::Forward { x } => x,
             MaskPass::Backward { dy } => dy,
         };
-        if n > 0 && (input == 0 || b.out.is_null() || b.mask.is_null()) {
+        if n > 0 && (input.is_null() || b.out.is_null() || b.mask.is_null()) {
             return Err(null("a device pointer"));
         }
         // Before the device is opened: the answers do not depend on it.
@@ -748,7 +760,9 @@ unsafe fn device_mask(
         let (mask, scale, out) = (b.mask as u64, b.scale as u64, b.out as u64);
         // SAFETY: forwarded from the caller's contract.
         unsafe { device::call_mask(q, dtype, pass, mask, scale, out, s, stream) }
-    })
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tensor_call(q, shape_ptr, ndim, body) }
 }
 
 /// `lowbit_forward_with_mask` on device memory, enqueued on `stream`.
@@ -770,7 +784,7 @@ pub unsafe extern "C" fn lowbit_forward_with_mask_device(
         scale,
         out: y,
     };
-    let pass = MaskPass::Forward { x: x as u64 };
+    let pass = MaskPass::Forward { x };
     // SAFETY: the caller's contract, checked for nulls inside.
     unsafe { device_mask(q, dtype, pass, b, shape, ndim, stream) }
 }
@@ -794,7 +808,7 @@ pub unsafe extern "C" fn lowbit_backward_from_mask_device(
         scale: scale.cast_mut(),
         out: dx,
     };
-    let pass = MaskPass::Backward { dy: dy as u64 };
+    let pass = MaskPass::Backward { dy };
     // SAFETY: the caller's contract, checked for nulls inside.
     unsafe { device_mask(q, dtype, pass, b, shape, ndim, stream) }
 }
@@ -815,11 +829,7 @@ unsafe fn host_thresholds(
     shape_ptr: *const usize,
     ndim: usize,
 ) -> lowbit_status {
-    guard(|| {
-        // SAFETY: a live handle, or null.
-        let q = unsafe { handle(q) }?;
-        // SAFETY: forwarded from the caller's contract.
-        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+    let body = |q: &Quantizer, s: &[usize], n: usize| {
         let (_, c) = crate::api::check_shape(s, &[]).map_err(fail)?;
         with_dtype!(dtype, T => {
             // SAFETY: the caller passes `n` elements of T at x, dy and the
@@ -838,7 +848,9 @@ unsafe fn host_thresholds(
             }
             .map_err(fail)
         })
-    })
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tensor_call(q, shape_ptr, ndim, body) }
 }
 
 unsafe fn device_thresholds(
@@ -849,11 +861,7 @@ unsafe fn device_thresholds(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    guard(|| {
-        // SAFETY: a live handle, or null.
-        let q = unsafe { handle(q) }?;
-        // SAFETY: forwarded from the caller's contract.
-        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
+    let body = |q: &Quantizer, s: &[usize], n: usize| {
         // Before the device is opened: the answers do not depend on it.
         let (_, c) = crate::api::check_thresholds(q, s, &[], &[]).map_err(fail)?;
         let dy_null = b.grad.is_some_and(|(dy, _)| dy.is_null());
@@ -868,7 +876,9 @@ unsafe fn device_thresholds(
         let (x, alpha, out) = (b.x as u64, b.alpha as u64, b.out as u64);
         // SAFETY: forwarded from the caller's contract.
         unsafe { device::call_thresholds(q, dtype, x, alpha, out, grad, s, stream) }
-    })
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { tensor_call(q, shape_ptr, ndim, body) }
 }
 
 /// `rsign`'s `y = sign(x − α_c)` on host memory, `alpha` holding one
