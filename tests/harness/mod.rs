@@ -3,6 +3,10 @@
 //! backend that cannot run is reported as skipped, with the reason, not
 //! silently passed; the run ends with the `N passed, N failed, N skipped`
 //! line. Arguments that do not start with `-` filter the tests by name.
+//!
+//! With `LOWBIT_TEST_REQUIRE_CUDA=1` (scripts/emulated-cuda.sh and the GPU
+//! check set it) a CUDA run that cannot happen is a failure, not a skip:
+//! only a body that needs a library beside the driver (cuBLAS) may skip.
 
 use lowbit::{Backend, Device};
 
@@ -11,11 +15,17 @@ pub type Body = fn(&Backend) -> Result<(), String>;
 
 const SKIPPED: &str = "skipped: ";
 
-/// What a body returns when this backend lacks something the behaviour
-/// needs (a library beside the driver, say): reported as skipped, with why.
+/// What a body returns when this backend lacks a library beside the driver
+/// that the behaviour needs (cuBLAS, say): reported as skipped, with why,
+/// even where CUDA is required.
 #[allow(dead_code)] // not every test file that shares the harness skips
-pub fn skip(why: impl std::fmt::Display) -> Result<(), String> {
-    Err(format!("{SKIPPED}{why}"))
+pub fn skip_without(library: &str, why: impl std::fmt::Display) -> Result<(), String> {
+    Err(format!("{SKIPPED}needs {library}: {why}"))
+}
+
+/// Whether a CUDA run that cannot happen fails the test run.
+fn cuda_required() -> bool {
+    std::env::var("LOWBIT_TEST_REQUIRE_CUDA").is_ok_and(|v| v == "1")
 }
 
 /// The large tensors' length: `LOWBIT_TEST_ELEMENTS`, default 2^20 + 3.
@@ -43,6 +53,10 @@ pub fn run(mut tests: Vec<(&str, Body, bool)>) {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (name, body, cuda_only) in &tests {
         let mut run = |label: &str, b: Result<&Backend, String>| match b {
+            Err(why) if cuda_required() => {
+                println!("test {name} [{label}] ... FAILED\nLOWBIT_TEST_REQUIRE_CUDA=1, but {why}");
+                failed += 1;
+            }
             Err(why) => {
                 println!("test {name} [{label}] ... skipped: {why}");
                 skipped += 1;

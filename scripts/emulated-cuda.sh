@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs lowbit's tests on the emulated CUDA device (emu/): the kernels are
+# built in (nvcc required), and the emulator's libcuda.so stands in for the
+# NVIDIA driver, so every CUDA test body runs the embedded PTX, memory-checked.
+#
+#   scripts/emulated-cuda.sh [cargo test args...]   default: cargo test --release
+#
+# A CUDA body that cannot run is a failure here (LOWBIT_TEST_REQUIRE_CUDA=1):
+# only a body that needs cuBLAS, which has no emulated stand-in, may skip,
+# and it says so. The exit status is non-zero when any test fails.
+#
+# Environment: NVCC (else scripts/cuda-toolchain.sh installs the pinned one),
+# LOWBIT_TEST_ELEMENTS (default 100003: the emulator runs a kernel on the
+# host's cores, so the large random tensors are smaller than on a GPU),
+# CUDA_EMU_* (see emu/src/lib.rs).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+export NVCC="${NVCC:-$(bash scripts/cuda-toolchain.sh)/nvcc}"
+export LOWBIT_REQUIRE_CUDA=1
+
+cargo build --release -p cuda-emu
+lib="$root/target/emulated-cuda"
+mkdir -p "$lib"
+cp target/release/libcuda_emu.so "$lib/libcuda.so"
+ln -sf libcuda.so "$lib/libcuda.so.1"
+
+export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LOWBIT_TEST_REQUIRE_CUDA=1
+export LOWBIT_TEST_ELEMENTS="${LOWBIT_TEST_ELEMENTS:-100003}"
+
+if (($# == 0)); then
+    set -- --release
+fi
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test "$@" 2>&1 | tee "$log" || status=$?
+# The harness already fails a CUDA body that cannot run; this catches a
+# skip from anywhere else.
+if grep -E '\[cuda\] \.\.\. skipped' "$log" | grep -v 'skipped: needs cuBLAS'; then
+    echo "emulated-cuda: a CUDA test body was skipped on the emulated device" >&2
+    status=1
+fi
+ran="$(grep -cE '\[cuda\] \.\.\. ok' "$log" || true)"
+echo "emulated-cuda: $ran CUDA test bodies passed on the emulated device"
+exit "$status"
