@@ -224,7 +224,11 @@ LOWBIT_FN float lowbit_dorefa_weights_grad(float x, float dy, float max_abs_tanh
 LOWBIT_FN uint32_t lowbit_sign_bit(float x) { return x < 0.0f ? 1u : 0u; }
 
 // The value of a packed bit (its lowest bit) times its channel's scale.
-LOWBIT_FN float lowbit_unpack_bit(uint32_t bit, float scale) { return (bit & 1u) ? -scale : scale; }
+// The sign flip is a bit operation: neg.f32 of a NaN gives an unspecified
+// NaN (PTX ISA), where the CPU's negation keeps the payload.
+LOWBIT_FN float lowbit_unpack_bit(uint32_t bit, float scale) {
+    return __uint_as_float(__float_as_uint(scale) ^ ((bit & 1u) << 31));
+}
 
 // Signs that differ between two packed words.
 LOWBIT_FN uint32_t lowbit_flips(uint32_t previous, uint32_t next) {

@@ -6,11 +6,17 @@
 #         stages them, with the script that runs them, in .gpu/ (git-ignored).
 # There:  the device tool's run, with carry [".gpu"] and the command
 #         bash .gpu/run.sh
-#         runs every reference case on the GPU, GPU versus CPU on random
-#         tensors (2^20 + 3 and 2^28 elements), bit packing and the flip
-#         ratio GPU versus CPU, the training test and train_digits with
-#         cuBLAS (PyTorch's libcublas), the GPU bandwidth table beside a
-#         device-to-device copy and PyTorch eager, and writes logs under $OUT.
+#
+# run.sh runs in two parts, every step under a timeout of its own so that
+# one hang cannot use up the machine's time, and prints a table last:
+#   1. (under 5 minutes) the larq reference cases and every backend test on
+#      the GPU at their default sizes, then compute-sanitizer's memcheck over
+#      the backend tests at small sizes (reported and skipped where the
+#      machine's compute-sanitizer refuses the device);
+#   2. bit packing and the flip ratio, the training test and train_digits
+#      with cuBLAS (PyTorch's libcublas), GPU versus CPU at 2^28 elements,
+#      and the bandwidth table beside a device-to-device copy and PyTorch.
+# Logs go under $OUT.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -18,7 +24,7 @@ cd "$root"
 export NVCC="${NVCC:-$(bash scripts/cuda-toolchain.sh)/nvcc}"
 export LOWBIT_REQUIRE_CUDA=1
 
-exes=$(cargo test --release --no-run --message-format=json --test backends --test golden --test bits_backends --test training 2>/dev/null |
+exes=$(cargo test --release --no-run --message-format=json -p lowbit --test backends --test golden --test bits_backends --test training 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -39,30 +45,68 @@ cat > .gpu/run.sh <<'RUN'
 set -u
 out="${OUT:-/tmp/lowbit-gpu}"; mkdir -p "$out"
 cd .gpu
+export LOWBIT_TEST_REQUIRE_CUDA=1
 status=0
+summary=()
+
+# step NAME SECONDS COMMAND...: runs COMMAND under a timeout, logs to
+# $out/NAME.txt, and adds a line to the table.
+step() {
+    local name="$1" limit="$2"
+    shift 2
+    local start=$SECONDS rc=0
+    timeout --kill-after=10 "$limit" "$@" > "$out/$name.txt" 2>&1 || rc=$?
+    local took=$((SECONDS - start)) result=ok
+    if ((rc == 124 || rc == 137)); then
+        result="TIMEOUT after ${limit}s"
+        status=1
+    elif ((rc != 0)); then
+        result="FAILED (exit $rc)"
+        status=1
+    fi
+    summary+=("$(printf '%-22s %-22s %5ss  %s' "$name" "$result" "$took" \
+        "$(grep -hE '^[0-9]+ passed|test result:|check-ptx:' "$out/$name.txt" | tail -1)")")
+    echo "== $name: $result (${took}s)"
+}
+
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-# cuBLAS for the training runs: the machine's CUDA or PyTorch's wheel. cudarc
-# asks for libcublas.so (or .so.12, .so.11, ...), so link whichever is found.
+date -u +%Y-%m-%dT%H:%MZ | tee -a "$out/gpu.txt"
+
+# Part 1: correctness, under 5 minutes.
+step golden 60 ./golden
+step backends 120 ./backends
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1 || true)
+if [ -n "$sanitizer" ]; then
+    step memcheck 150 env LOWBIT_TEST_ELEMENTS=4099 "$sanitizer" --tool memcheck \
+        --error-exitcode 1 --print-limit 20 ./backends
+    if grep -qiE 'not supported|unsupported device|Device not supported' "$out/memcheck.txt"; then
+        echo "compute-sanitizer refused this device; its memcheck was not run" | tee -a "$out/memcheck.txt"
+        summary[${#summary[@]}-1]="memcheck               refused by the device (see memcheck.txt)"
+    fi
+else
+    echo "compute-sanitizer not found; memcheck not run" | tee "$out/memcheck.txt"
+fi
+
+# Part 2: the rest, and the numbers.
 cublas=$(find /usr/local/cuda*/lib64 /usr/lib/x86_64-linux-gnu \
     $(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null) \
     -maxdepth 4 -name 'libcublas.so*' 2>/dev/null | sort | head -1)
 if [ -n "$cublas" ]; then
+    # cudarc asks for libcublas.so (or .so.12, .so.11, ...): link whichever is found.
     mkdir -p lib && ln -sf "$cublas" lib/libcublas.so
     export LD_LIBRARY_PATH="$PWD/lib:$(dirname "$cublas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 echo "libcublas: ${cublas:-not found}" | tee "$out/cublas.txt"
-./golden 2>&1 | tee "$out/golden.txt" | tail -3 || status=1
-./backends 2>&1 | tee "$out/backends.txt" | grep -E '^(test|[0-9]+ passed)' || status=1
-LOWBIT_TEST_ELEMENTS=268435456 ./backends agrees 2>&1 | tee "$out/backends-2e28.txt" | grep -E '^(test|[0-9]+ passed)' || status=1
-./bits_backends 2>&1 | tee "$out/bits_backends.txt" | grep -E '^(test|[0-9]+ passed)' || status=1
-./training 2>&1 | tee "$out/training.txt" | grep -E '^(test|[0-9]+ passed)' || status=1
-./train_digits --device cuda > "$out/train_digits-cuda.txt" 2>&1 || status=1
-./train_digits --device cpu > "$out/train_digits-cpu.txt" 2>&1 || status=1
-grep -hE '^(lowbit backend|matrix products|  binarized|  full)' "$out"/train_digits-*.txt
-./lowbit info 2>&1 | tee "$out/info.txt"
-./lowbit bench --device cuda --size 268435456 --json > "$out/bench.json" 2> "$out/bench.err" || status=1
-python3 torch_peer.py > "$out/torch.tsv" 2> "$out/torch.err" || echo "torch peer failed (see torch.err)"
-python3 - "$out" <<'PY'
+step bits_backends 90 ./bits_backends
+step training 120 ./training
+step train_digits_cuda 120 ./train_digits --device cuda
+step train_digits_cpu 60 ./train_digits --device cpu
+step agrees_2e28 240 env LOWBIT_TEST_ELEMENTS=268435456 ./backends agrees
+./lowbit info > "$out/info.txt" 2>&1
+step bench 300 sh -c "./lowbit bench --device cuda --size 268435456 --json > '$out/bench.json'"
+step torch_peer 180 sh -c "python3 torch_peer.py > '$out/torch.tsv'"
+
+python3 - "$out" <<'PY' || true
 import sys, csv, json
 out = sys.argv[1]
 try:
@@ -79,6 +123,10 @@ for r in bench["results"]:
     t = f"{torch[key]:10.1f}" if key in torch else f"{'-':>10}"
     print(f"{r['quantizer']:60} {r['dtype']:5} {names[r['direction']]:4} {r['gb_per_s']:7.1f} {r['ratio_to_copy']:7.3f} {t}")
 PY
+grep -hE '^(lowbit backend|matrix products|  binarized|  full)' "$out"/train_digits_*.txt || true
+echo
+cat "$out/gpu.txt"
+printf '%s\n' "${summary[@]}"
 exit $status
 RUN
 chmod +x .gpu/run.sh

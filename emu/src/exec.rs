@@ -70,7 +70,13 @@ pub struct Stats {
 /// parameter at its offset) against `mem`, on up to `workers` host threads.
 /// The fault reported is the one of the lowest-numbered failing block, so
 /// the outcome does not depend on the worker count.
-pub fn launch(k: &Kernel, dims: Dims, params: &[u8], mem: &View, workers: usize) -> Result<Stats, Fault> {
+pub fn launch(
+    k: &Kernel,
+    dims: Dims,
+    params: &[u8],
+    mem: &View,
+    workers: usize,
+) -> Result<Stats, Fault> {
     let blocks = dims.grid.iter().map(|&g| g as u64).product::<u64>();
     let next = AtomicU64::new(0);
     let failed_at = AtomicU64::new(u64::MAX);
@@ -291,7 +297,11 @@ impl<'a> Block<'a> {
                 _ => return Err(self.deadlock(t)),
             }
         }
-        let t0 = self.wait.iter().position(|w| matches!(w, Wait::Bar(_))).unwrap();
+        let t0 = self
+            .wait
+            .iter()
+            .position(|w| matches!(w, Wait::Bar(_)))
+            .unwrap();
         if let Op::Bar { count: Some(c), .. } = &self.k.code[self.pc[t0] as usize].op {
             let env = self.env(t0);
             let count = val(&self.regs[t0 * self.k.regs..], &env, *c) as usize;
@@ -378,8 +388,12 @@ impl<'a> Block<'a> {
                     let uenv = self.env(u);
                     let uregs = &self.regs[u * self.k.regs..(u + 1) * self.k.regs];
                     let (same_kind, umask) = match (&ins.op, &other.op) {
-                        (Op::Vote { mode: a, .. }, Op::Vote { mode: b, mask, .. }) => (a == b, *mask),
-                        (Op::Shfl { mode: a, .. }, Op::Shfl { mode: b, mask, .. }) => (a == b, *mask),
+                        (Op::Vote { mode: a, .. }, Op::Vote { mode: b, mask, .. }) => {
+                            (a == b, *mask)
+                        }
+                        (Op::Shfl { mode: a, .. }, Op::Shfl { mode: b, mask, .. }) => {
+                            (a == b, *mask)
+                        }
                         (Op::BarWarp { .. }, Op::BarWarp { mask }) => (true, *mask),
                         _ => (false, mask_src),
                     };
@@ -418,10 +432,14 @@ impl<'a> Block<'a> {
         let nregs = self.k.regs;
         let first = members[0];
         let op = self.k.code[self.pc[first] as usize].op.clone();
-        let value = |b: &Self, t: usize, s: Src| val(&b.regs[t * nregs..(t + 1) * nregs], &b.env(t), s);
+        let value =
+            |b: &Self, t: usize, s: Src| val(&b.regs[t * nregs..(t + 1) * nregs], &b.env(t), s);
         match op {
             Op::Vote { mode, d, a, .. } => {
-                let preds: Vec<(usize, bool)> = members.iter().map(|&t| (t, value(self, t, a) != 0)).collect();
+                let preds: Vec<(usize, bool)> = members
+                    .iter()
+                    .map(|&t| (t, value(self, t, a) != 0))
+                    .collect();
                 let ballot = preds
                     .iter()
                     .filter(|(_, p)| *p)
@@ -438,7 +456,15 @@ impl<'a> Block<'a> {
                     self.regs[t * nregs + d as usize] = r;
                 }
             }
-            Op::Shfl { mode, d, p, a, b, c, .. } => {
+            Op::Shfl {
+                mode,
+                d,
+                p,
+                a,
+                b,
+                c,
+                ..
+            } => {
                 let mut results = Vec::with_capacity(members.len());
                 for &t in members {
                     let lane = (t % 32) as u32;
@@ -576,11 +602,21 @@ struct Ctx<'a> {
 }
 
 fn write(regs: &mut [u64], d: Reg, ty: Ty, v: u64) {
-    regs[d as usize] = if ty == Ty::Pred { (v != 0) as u64 } else { mask_bits(v, ty.bits()) };
+    regs[d as usize] = if ty == Ty::Pred {
+        (v != 0) as u64
+    } else {
+        mask_bits(v, ty.bits())
+    };
 }
 
 impl Ctx<'_> {
-    fn exec(&self, op: &Op, regs: &mut [u64], shared: &mut Shared, hint: &mut usize) -> Result<(), Trouble> {
+    fn exec(
+        &self,
+        op: &Op,
+        regs: &mut [u64],
+        shared: &mut Shared,
+        hint: &mut usize,
+    ) -> Result<(), Trouble> {
         let env = &self.env;
         let v = |regs: &[u64], s: Src| val(regs, env, s);
         match op {
@@ -588,7 +624,11 @@ impl Ctx<'_> {
                 let x = v(regs, *a);
                 write(regs, *d, *ty, x);
             }
-            Op::Pack { d, parts, part_bits } => {
+            Op::Pack {
+                d,
+                parts,
+                part_bits,
+            } => {
                 let mut x = 0u64;
                 for (i, p) in parts.iter().enumerate() {
                     x |= mask_bits(v(regs, *p), *part_bits) << (i as u32 * part_bits);
@@ -611,10 +651,21 @@ impl Ctx<'_> {
             Op::IntUn { op, ty, d, a } => {
                 let x = v(regs, *a);
                 let r = int_unary(*op, *ty, x);
-                let rty = if matches!(op, IntUnOp::Popc | IntUnOp::Clz) { Ty::U32 } else { *ty };
+                let rty = if matches!(op, IntUnOp::Popc | IntUnOp::Clz) {
+                    Ty::U32
+                } else {
+                    *ty
+                };
                 write(regs, *d, rty, r);
             }
-            Op::Mad { mode, ty, d, a, b, c } => {
+            Op::Mad {
+                mode,
+                ty,
+                d,
+                a,
+                b,
+                c,
+            } => {
                 let (x, y, z) = (v(regs, *a), v(regs, *b), v(regs, *c));
                 let (r, rty) = match mode {
                     MadMode::Lo => (int_binary(IntOp::MulLo, *ty, x, y).0.wrapping_add(z), *ty),
@@ -626,7 +677,16 @@ impl Ctx<'_> {
                 };
                 write(regs, *d, rty, r);
             }
-            Op::Float { op, ty, rnd, ftz, sat, d, a, b } => {
+            Op::Float {
+                op,
+                ty,
+                rnd,
+                ftz,
+                sat,
+                d,
+                a,
+                b,
+            } => {
                 let (x, y) = (v(regs, *a), v(regs, *b));
                 let r = if *ty == Ty::F32 {
                     float::binary32(*op, *rnd, *ftz, *sat, x as u32, y as u32) as u64
@@ -635,7 +695,14 @@ impl Ctx<'_> {
                 };
                 regs[*d as usize] = r;
             }
-            Op::FloatUn { op, ty, rnd, ftz, d, a } => {
+            Op::FloatUn {
+                op,
+                ty,
+                rnd,
+                ftz,
+                d,
+                a,
+            } => {
                 let x = v(regs, *a);
                 regs[*d as usize] = if *ty == Ty::F32 {
                     float::unary32(*op, *rnd, *ftz, x as u32) as u64
@@ -643,7 +710,16 @@ impl Ctx<'_> {
                     float::unary64(*op, *rnd, x)
                 };
             }
-            Op::Fma { ty, rnd, ftz, sat, d, a, b, c } => {
+            Op::Fma {
+                ty,
+                rnd,
+                ftz,
+                sat,
+                d,
+                a,
+                b,
+                c,
+            } => {
                 let (x, y, z) = (v(regs, *a), v(regs, *b), v(regs, *c));
                 regs[*d as usize] = if *ty == Ty::F32 {
                     float::fma32(*rnd, *ftz, *sat, x as u32, y as u32, z as u32) as u64
@@ -651,7 +727,15 @@ impl Ctx<'_> {
                     float::fma64(*rnd, x, y, z)
                 };
             }
-            Op::MinMax { max, nan, ty, ftz, d, a, b } => {
+            Op::MinMax {
+                max,
+                nan,
+                ty,
+                ftz,
+                d,
+                a,
+                b,
+            } => {
                 let (x, y) = (v(regs, *a), v(regs, *b));
                 let r = match ty {
                     Ty::F32 => float::min_max32(*max, *nan, *ftz, x as u32, y as u32) as u64,
@@ -660,7 +744,16 @@ impl Ctx<'_> {
                 };
                 regs[*d as usize] = r;
             }
-            Op::Setp { cmp, ty, ftz, combine, p, q, a, b } => {
+            Op::Setp {
+                cmp,
+                ty,
+                ftz,
+                combine,
+                p,
+                q,
+                a,
+                b,
+            } => {
                 let (x, y) = (v(regs, *a), v(regs, *b));
                 let r = if ty.is_float() {
                     float::compare(*cmp, *ty, *ftz, x, y)
@@ -685,25 +778,53 @@ impl Ctx<'_> {
                 }
             }
             Op::Selp { ty, d, a, b, c } => {
-                let r = if v(regs, *c) != 0 { v(regs, *a) } else { v(regs, *b) };
+                let r = if v(regs, *c) != 0 {
+                    v(regs, *a)
+                } else {
+                    v(regs, *b)
+                };
                 write(regs, *d, *ty, r);
             }
-            Op::Cvt { dty, sty, rnd, ftz, sat, d, a } => {
+            Op::Cvt {
+                dty,
+                sty,
+                rnd,
+                ftz,
+                sat,
+                d,
+                a,
+            } => {
                 let x = v(regs, *a);
                 regs[*d as usize] = convert(*dty, *sty, *rnd, *ftz, *sat, x);
             }
-            Op::Cvta { to, space, wide, d, a } => {
+            Op::Cvta {
+                to,
+                space,
+                wide,
+                d,
+                a,
+            } => {
                 let x = v(regs, *a);
                 let r = match (space, to) {
                     (Space::Shared, false) => x.wrapping_add(SHARED_WINDOW),
                     (Space::Shared, true) => x.wrapping_sub(SHARED_WINDOW),
                     // Global addresses are generic addresses.
                     (Space::Global, _) => x,
-                    _ => return Err((FaultKind::IllegalAddress, format!("cvta for {space:?} is not emulated"))),
+                    _ => {
+                        return Err((
+                            FaultKind::IllegalAddress,
+                            format!("cvta for {space:?} is not emulated"),
+                        ));
+                    }
                 };
                 regs[*d as usize] = if *wide { r } else { r & 0xffff_ffff };
             }
-            Op::Ld { space, ty, ds, addr } => {
+            Op::Ld {
+                space,
+                ty,
+                ds,
+                addr,
+            } => {
                 let size = ty.bytes();
                 let base = self.address(regs, addr);
                 for (i, d) in ds.iter().enumerate() {
@@ -717,7 +838,12 @@ impl Ctx<'_> {
                     }
                 }
             }
-            Op::St { space, ty, addr, vals } => {
+            Op::St {
+                space,
+                ty,
+                addr,
+                vals,
+            } => {
                 let size = ty.bytes();
                 let base = self.address(regs, addr);
                 for (i, s) in vals.iter().enumerate() {
@@ -725,7 +851,15 @@ impl Ctx<'_> {
                     self.store(*space, base, i, size, vals.len(), x, shared, hint)?;
                 }
             }
-            Op::Atom { space, op, ty, d, addr, b, c } => {
+            Op::Atom {
+                space,
+                op,
+                ty,
+                d,
+                addr,
+                b,
+                c,
+            } => {
                 let (bv, cv) = (v(regs, *b), c.map(|c| v(regs, c)));
                 let base = self.address(regs, addr);
                 let old = self.atomic(*space, base, *op, *ty, bv, cv, shared, hint)?;
@@ -734,7 +868,13 @@ impl Ctx<'_> {
                 }
             }
             Op::Nop => {}
-            Op::Bra { .. } | Op::Bar { .. } | Op::BarWarp { .. } | Op::Vote { .. } | Op::Shfl { .. } | Op::Ret | Op::Trap => {
+            Op::Bra { .. }
+            | Op::Bar { .. }
+            | Op::BarWarp { .. }
+            | Op::Vote { .. }
+            | Op::Shfl { .. }
+            | Op::Ret
+            | Op::Trap => {
                 unreachable!("control flow is handled by the thread loop")
             }
         }
@@ -774,14 +914,20 @@ impl Ctx<'_> {
     ) -> Result<u64, Trouble> {
         if space == Space::Param {
             let Base::Param(p) = addr.base else {
-                return Err((FaultKind::IllegalAddress, "ld.param through a register is not emulated".into()));
+                return Err((
+                    FaultKind::IllegalAddress,
+                    "ld.param through a register is not emulated".into(),
+                ));
             };
             let param = &self.k.params[p as usize];
             let off = addr.offset + (i * size) as i64;
             if off < 0 || off as usize + size > param.size {
                 return Err((
                     FaultKind::IllegalAddress,
-                    format!("ld.param of {size} bytes at offset {off} of parameter `{}` ({} bytes)", param.name, param.size),
+                    format!(
+                        "ld.param of {size} bytes at offset {off} of parameter `{}` ({} bytes)",
+                        param.name, param.size
+                    ),
                 ));
             }
             let at = param.offset + off as usize;
@@ -794,17 +940,25 @@ impl Ctx<'_> {
         let a = start + (i * size) as u64;
         match space {
             Space::Global => {
-                let (alloc, off) = self.mem.locate(a, size, hint).map_err(|m| miss(m, "read", a, size))?;
+                let (alloc, off) = self
+                    .mem
+                    .locate(a, size, hint)
+                    .map_err(|m| miss(m, "read", a, size))?;
                 if !alloc.is_written(off, size) {
                     return Err((
                         FaultKind::Uninitialized,
-                        format!("read of {size} bytes at {a:#x} that were never written ({alloc:?}, offset {off})"),
+                        format!(
+                            "read of {size} bytes at {a:#x} that were never written ({alloc:?}, offset {off})"
+                        ),
                     ));
                 }
                 Ok(alloc.load(off, size))
             }
             Space::Shared => shared.read(a, size, self.t, true),
-            _ => Err((FaultKind::IllegalAddress, format!("{space:?} space is not emulated"))),
+            _ => Err((
+                FaultKind::IllegalAddress,
+                format!("{space:?} space is not emulated"),
+            )),
         }
     }
 
@@ -825,12 +979,18 @@ impl Ctx<'_> {
         let a = start + (i * size) as u64;
         match space {
             Space::Global => {
-                let (alloc, off) = self.mem.locate(a, size, hint).map_err(|m| miss(m, "write", a, size))?;
+                let (alloc, off) = self
+                    .mem
+                    .locate(a, size, hint)
+                    .map_err(|m| miss(m, "write", a, size))?;
                 alloc.store(off, size, x);
                 Ok(())
             }
             Space::Shared => shared.write(a, size, x, self.t, true),
-            _ => Err((FaultKind::IllegalAddress, format!("stores to {space:?} space are not emulated"))),
+            _ => Err((
+                FaultKind::IllegalAddress,
+                format!("stores to {space:?} space are not emulated"),
+            )),
         }
     }
 
@@ -851,9 +1011,15 @@ impl Ctx<'_> {
         check_align(a, size, "atomic")?;
         match space {
             Space::Global => {
-                let (alloc, off) = self.mem.locate(a, size, hint).map_err(|m| miss(m, "atomic", a, size))?;
+                let (alloc, off) = self
+                    .mem
+                    .locate(a, size, hint)
+                    .map_err(|m| miss(m, "atomic", a, size))?;
                 if !alloc.is_written(off, size) {
-                    return Err((FaultKind::Uninitialized, format!("atomic on {size} bytes at {a:#x} that were never written")));
+                    return Err((
+                        FaultKind::Uninitialized,
+                        format!("atomic on {size} bytes at {a:#x} that were never written"),
+                    ));
                 }
                 // Global f32 atomic adds flush subnormals (Programming Guide).
                 Ok(alloc.update(off, size, |old| atomic_op(op, ty, old, b, c, true)))
@@ -863,36 +1029,56 @@ impl Ctx<'_> {
                 shared.write(a, size, atomic_op(op, ty, old, b, c, false), self.t, false)?;
                 Ok(old)
             }
-            _ => Err((FaultKind::IllegalAddress, format!("atomics on {space:?} space are not emulated"))),
+            _ => Err((
+                FaultKind::IllegalAddress,
+                format!("atomics on {space:?} space are not emulated"),
+            )),
         }
     }
 }
 
 fn check_align(addr: u64, size: usize, what: &str) -> Result<(), Trouble> {
-    if addr % size as u64 != 0 {
-        return Err((FaultKind::Misaligned, format!("misaligned {what} of {size} bytes at {addr:#x}")));
+    if !addr.is_multiple_of(size as u64) {
+        return Err((
+            FaultKind::Misaligned,
+            format!("misaligned {what} of {size} bytes at {addr:#x}"),
+        ));
     }
     Ok(())
 }
 
 fn miss(m: Miss, what: &str, addr: u64, size: usize) -> Trouble {
     let detail = match &m {
-        Miss::OutOfBounds { base, size: alloc, .. } if addr >= *base => {
-            format!("{} bytes past the end", addr + size as u64 - (base + *alloc as u64))
+        Miss::OutOfBounds {
+            base, size: alloc, ..
+        } if addr >= *base => {
+            format!(
+                "{} bytes past the end",
+                addr + size as u64 - (base + *alloc as u64)
+            )
         }
         Miss::OutOfBounds { base, .. } => format!("{} bytes before the start", base - addr),
         _ => String::new(),
     };
     let sep = if detail.is_empty() { "" } else { ", " };
-    (FaultKind::IllegalAddress, format!("{what} of {size} bytes at {addr:#x} {m}{sep}{detail}"))
+    (
+        FaultKind::IllegalAddress,
+        format!("{what} of {size} bytes at {addr:#x} {m}{sep}{detail}"),
+    )
 }
 
 impl Shared {
     fn check(&self, addr: u64, size: usize, what: &str) -> Result<usize, Trouble> {
-        if addr.checked_add(size as u64).is_none_or(|end| end > self.data.len() as u64) {
+        if addr
+            .checked_add(size as u64)
+            .is_none_or(|end| end > self.data.len() as u64)
+        {
             return Err((
                 FaultKind::IllegalAddress,
-                format!("shared {what} of {size} bytes at {addr:#x}, outside the block's {} bytes", self.data.len()),
+                format!(
+                    "shared {what} of {size} bytes at {addr:#x}, outside the block's {} bytes",
+                    self.data.len()
+                ),
             ));
         }
         Ok(addr as usize)
@@ -901,7 +1087,10 @@ impl Shared {
     fn read(&mut self, addr: u64, size: usize, t: u32, track: bool) -> Result<u64, Trouble> {
         let at = self.check(addr, size, "read")?;
         if let Some(i) = (at..at + size).find(|&i| !self.written[i]) {
-            return Err((FaultKind::Uninitialized, format!("shared read of byte {i:#x}, never written in this block")));
+            return Err((
+                FaultKind::Uninitialized,
+                format!("shared read of byte {i:#x}, never written in this block"),
+            ));
         }
         if track {
             for i in at..at + size {
@@ -909,10 +1098,17 @@ impl Shared {
                 if s.write_epoch == self.epoch && s.writer != t {
                     return Err((
                         FaultKind::Race,
-                        format!("shared read of byte {i:#x}, which thread {} wrote since the last barrier", s.writer),
+                        format!(
+                            "shared read of byte {i:#x}, which thread {} wrote since the last barrier",
+                            s.writer
+                        ),
                     ));
                 }
-                s.reader = if s.read_epoch == self.epoch && s.reader != t { MANY } else { t };
+                s.reader = if s.read_epoch == self.epoch && s.reader != t {
+                    MANY
+                } else {
+                    t
+                };
                 s.read_epoch = self.epoch;
             }
         }
@@ -921,7 +1117,14 @@ impl Shared {
         Ok(u64::from_le_bytes(b))
     }
 
-    fn write(&mut self, addr: u64, size: usize, x: u64, t: u32, track: bool) -> Result<(), Trouble> {
+    fn write(
+        &mut self,
+        addr: u64,
+        size: usize,
+        x: u64,
+        t: u32,
+        track: bool,
+    ) -> Result<(), Trouble> {
         let at = self.check(addr, size, "write")?;
         if track {
             for i in at..at + size {
@@ -929,12 +1132,24 @@ impl Shared {
                 if s.write_epoch == self.epoch && s.writer != t {
                     return Err((
                         FaultKind::Race,
-                        format!("shared write of byte {i:#x}, which thread {} wrote since the last barrier", s.writer),
+                        format!(
+                            "shared write of byte {i:#x}, which thread {} wrote since the last barrier",
+                            s.writer
+                        ),
                     ));
                 }
                 if s.read_epoch == self.epoch && s.reader != t {
-                    let who = if s.reader == MANY { "other threads".to_string() } else { format!("thread {}", s.reader) };
-                    return Err((FaultKind::Race, format!("shared write of byte {i:#x}, which {who} read since the last barrier")));
+                    let who = if s.reader == MANY {
+                        "other threads".to_string()
+                    } else {
+                        format!("thread {}", s.reader)
+                    };
+                    return Err((
+                        FaultKind::Race,
+                        format!(
+                            "shared write of byte {i:#x}, which {who} read since the last barrier"
+                        ),
+                    ));
                 }
                 s.write_epoch = self.epoch;
                 s.writer = t;
@@ -971,7 +1186,11 @@ pub fn int_binary(op: IntOp, ty: Ty, a: u64, b: u64) -> (u64, Ty) {
                 Ty::U32 => Ty::U64,
                 _ => Ty::S64,
             };
-            let r = if signed { (sa * sb) as u64 } else { ua.wrapping_mul(ub) };
+            let r = if signed {
+                (sa * sb) as u64
+            } else {
+                ua.wrapping_mul(ub)
+            };
             return (mask_bits(r, wide.bits()), wide);
         }
         // Division by zero has no defined result in PTX; the emulator gives
@@ -1021,7 +1240,14 @@ pub fn int_unary(op: IntUnOp, ty: Ty, a: u64) -> u64 {
         IntUnOp::Clz => (ua.leading_zeros() - (64 - bits)) as u64,
         IntUnOp::Brev => ua.reverse_bits() >> (64 - bits),
     };
-    mask_bits(r, bits.max(if matches!(op, IntUnOp::Popc | IntUnOp::Clz) { 32 } else { 0 }))
+    mask_bits(
+        r,
+        bits.max(if matches!(op, IntUnOp::Popc | IntUnOp::Clz) {
+            32
+        } else {
+            0
+        }),
+    )
 }
 
 pub fn int_compare(cmp: Cmp, ty: Ty, a: u64, b: u64) -> bool {
@@ -1055,7 +1281,10 @@ pub fn convert(dty: Ty, sty: Ty, rnd: CvtRnd, ftz: bool, sat: bool, a: u64) -> u
             };
             let v = if sat {
                 let (lo, hi) = if dty.is_signed() {
-                    (-(1i128 << (dty.bits() - 1)), (1i128 << (dty.bits() - 1)) - 1)
+                    (
+                        -(1i128 << (dty.bits() - 1)),
+                        (1i128 << (dty.bits() - 1)) - 1,
+                    )
                 } else {
                     (0, (1i128 << dty.bits()) - 1)
                 };
@@ -1071,11 +1300,15 @@ pub fn convert(dty: Ty, sty: Ty, rnd: CvtRnd, ftz: bool, sat: bool, a: u64) -> u
             } else {
                 mask_bits(a, sty.bits()) as i128
             };
-            let CvtRnd::Float(r) = rnd else { unreachable!("checked at load") };
+            let CvtRnd::Float(r) = rnd else {
+                unreachable!("checked at load")
+            };
             float::int_to_float(dty, v, r, sat)
         }
         (false, true) => {
-            let CvtRnd::Int(r) = rnd else { unreachable!("checked at load") };
+            let CvtRnd::Int(r) = rnd else {
+                unreachable!("checked at load")
+            };
             float::float_to_int(dty, sty, r, ftz, a)
         }
         (true, true) => {
@@ -1093,17 +1326,30 @@ fn atomic_op(op: AtomOp, ty: Ty, old: u64, b: u64, c: Option<u64>, global: bool)
     let bits = ty.bits();
     match (op, ty) {
         (AtomOp::Add, Ty::F32) => {
-            let r = float::binary32(crate::ptx::FOp::Add, Rnd::Rn, global, false, old as u32, b as u32);
+            let r = float::binary32(
+                crate::ptx::FOp::Add,
+                Rnd::Rn,
+                global,
+                false,
+                old as u32,
+                b as u32,
+            );
             r as u64
         }
         (AtomOp::Add, Ty::F64) => float::binary64(crate::ptx::FOp::Add, Rnd::Rn, old, b),
-        (AtomOp::Min | AtomOp::Max, Ty::F32) => float::min_max32(op == AtomOp::Max, false, false, old as u32, b as u32) as u64,
+        (AtomOp::Min | AtomOp::Max, Ty::F32) => {
+            float::min_max32(op == AtomOp::Max, false, false, old as u32, b as u32) as u64
+        }
         (AtomOp::Min | AtomOp::Max, Ty::F64) => float::min_max64(op == AtomOp::Max, false, old, b),
         (AtomOp::Add, _) => int_binary(IntOp::Add, ty, old, b).0,
         (AtomOp::Min, _) => int_binary(IntOp::Min, ty, old, b).0,
         (AtomOp::Max, _) => int_binary(IntOp::Max, ty, old, b).0,
         (AtomOp::Inc, _) => {
-            if mask_bits(old, bits) >= mask_bits(b, bits) { 0 } else { mask_bits(old + 1, bits) }
+            if mask_bits(old, bits) >= mask_bits(b, bits) {
+                0
+            } else {
+                mask_bits(old + 1, bits)
+            }
         }
         (AtomOp::Dec, _) => {
             let (o, m) = (mask_bits(old, bits), mask_bits(b, bits));
@@ -1114,7 +1360,11 @@ fn atomic_op(op: AtomOp, ty: Ty, old: u64, b: u64, c: Option<u64>, global: bool)
         (AtomOp::Xor, _) => old ^ b,
         (AtomOp::Exch, _) => b,
         (AtomOp::Cas, _) => {
-            if mask_bits(old, bits) == mask_bits(b, bits) { c.unwrap_or(old) } else { old }
+            if mask_bits(old, bits) == mask_bits(b, bits) {
+                c.unwrap_or(old)
+            } else {
+                old
+            }
         }
     }
 }

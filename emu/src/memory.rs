@@ -34,16 +34,28 @@ pub struct Alloc {
 
 impl fmt::Debug for Alloc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "allocation {:#x} of {} bytes on device {}", self.base, self.size, self.device)
+        write!(
+            f,
+            "allocation {:#x} of {} bytes on device {}",
+            self.base, self.size, self.device
+        )
     }
 }
 
 fn byte_mask(len: usize) -> u64 {
-    if len >= 8 { u64::MAX } else { (1u64 << (8 * len)) - 1 }
+    if len >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * len)) - 1
+    }
 }
 
 fn bit_mask(len: usize) -> u64 {
-    if len >= 64 { u64::MAX } else { (1u64 << len) - 1 }
+    if len >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << len) - 1
+    }
 }
 
 impl Alloc {
@@ -77,7 +89,9 @@ impl Alloc {
         if len == 8 {
             word.store(value, Relaxed);
         } else {
-            let _ = word.fetch_update(Relaxed, Relaxed, |w| Some((w & !m) | ((value << shift) & m)));
+            let _ = word.fetch_update(Relaxed, Relaxed, |w| {
+                Some((w & !m) | ((value << shift) & m))
+            });
         }
         self.mark_written(off, len);
     }
@@ -115,7 +129,7 @@ impl Alloc {
         let mut i = 0;
         while i < src.len() {
             let at = off + i;
-            if at % 8 == 0 && i + 8 <= src.len() {
+            if at.is_multiple_of(8) && i + 8 <= src.len() {
                 let v = u64::from_le_bytes(src[i..i + 8].try_into().unwrap());
                 self.words[at / 8].store(v, Relaxed);
                 i += 8;
@@ -140,7 +154,7 @@ impl Alloc {
         while i < dst.len() {
             let at = off + i;
             let w = self.words[at / 8].load(Relaxed);
-            if at % 8 == 0 && i + 8 <= dst.len() {
+            if at.is_multiple_of(8) && i + 8 <= dst.len() {
                 dst[i..i + 8].copy_from_slice(&w.to_le_bytes());
                 i += 8;
             } else {
@@ -167,7 +181,7 @@ impl Alloc {
         let mut i = off;
         let end = off + len;
         while i < end {
-            if i % 64 == 0 && i + 64 <= end {
+            if i.is_multiple_of(64) && i + 64 <= end {
                 self.written[i / 64].store(u64::MAX, Relaxed);
                 i += 64;
             } else {
@@ -182,9 +196,18 @@ impl Alloc {
 #[derive(Debug, Clone)]
 pub enum Miss {
     /// Inside a live allocation but past its end (or before its start).
-    OutOfBounds { alloc: String, base: u64, size: usize },
-    Freed { base: u64, size: usize },
-    OtherDevice { device: usize },
+    OutOfBounds {
+        alloc: String,
+        base: u64,
+        size: usize,
+    },
+    Freed {
+        base: u64,
+        size: usize,
+    },
+    OtherDevice {
+        device: usize,
+    },
     Nowhere,
 }
 
@@ -192,8 +215,12 @@ impl fmt::Display for Miss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Miss::OutOfBounds { alloc, .. } => write!(f, "outside {alloc}"),
-            Miss::Freed { base, size } => write!(f, "in freed allocation {base:#x} of {size} bytes"),
-            Miss::OtherDevice { device } => write!(f, "in memory of device {device}, not this device's"),
+            Miss::Freed { base, size } => {
+                write!(f, "in freed allocation {base:#x} of {size} bytes")
+            }
+            Miss::OtherDevice { device } => {
+                write!(f, "in memory of device {device}, not this device's")
+            }
             Miss::Nowhere => write!(f, "in no device allocation (a host pointer?)"),
         }
     }
@@ -244,14 +271,16 @@ impl Memory {
         }
         heap.next = end;
         heap.used += size;
-        heap.live.insert(base, Arc::new(Alloc::new(base, size, device)));
+        heap.live
+            .insert(base, Arc::new(Alloc::new(base, size, device)));
         Ok(base)
     }
 
     /// Frees the allocation that starts at `base`; false if there is none.
     pub fn free(&self, device: Option<usize>, base: u64) -> bool {
         let mut heaps = self.heaps.lock().unwrap();
-        let Some(d) = device_of(base).filter(|&d| d < heaps.len() && device.is_none_or(|x| x == d)) else {
+        let Some(d) = device_of(base).filter(|&d| d < heaps.len() && device.is_none_or(|x| x == d))
+        else {
             return false;
         };
         let heap = &mut heaps[d];
@@ -287,7 +316,11 @@ impl Memory {
 
     /// The live allocations of `device`, by address, for a launch.
     pub fn snapshot(&self, device: usize) -> Vec<Arc<Alloc>> {
-        self.heaps.lock().unwrap()[device].live.values().cloned().collect()
+        self.heaps.lock().unwrap()[device]
+            .live
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn used(&self, device: usize) -> usize {
@@ -300,13 +333,17 @@ impl Memory {
 }
 
 pub fn device_of(addr: u64) -> Option<usize> {
-    addr.checked_sub(DEVICE_BASE).map(|o| (o / DEVICE_SPAN) as usize)
+    addr.checked_sub(DEVICE_BASE)
+        .map(|o| (o / DEVICE_SPAN) as usize)
 }
 
 fn find_in(heap: &Heap, addr: u64, len: usize) -> Result<(Arc<Alloc>, usize), Miss> {
     if let Some((_, a)) = heap.live.range(..=addr).next_back() {
         let off = addr - a.base;
-        if off.checked_add(len as u64).is_some_and(|end| end <= a.size as u64) {
+        if off
+            .checked_add(len as u64)
+            .is_some_and(|end| end <= a.size as u64)
+        {
             return Ok((a.clone(), off as usize));
         }
         if off < a.size as u64 + GAP {

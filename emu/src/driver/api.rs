@@ -23,7 +23,9 @@ fn guard(f: impl FnOnce() -> Res<()>) -> CUresult {
         Ok(Ok(())) => code::SUCCESS,
         Ok(Err(c)) => c,
         Err(_) => {
-            eprintln!("cuda-emu: internal error (a panic in the emulator); returning CUDA_ERROR_UNKNOWN");
+            eprintln!(
+                "cuda-emu: internal error (a panic in the emulator); returning CUDA_ERROR_UNKNOWN"
+            );
             code::UNKNOWN
         }
     }
@@ -113,64 +115,70 @@ pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUd
 fn attribute(attrib: c_int) -> Option<c_int> {
     let sm = d().config.sm as c_int;
     Some(match attrib {
-        1 => 1024,                     // MAX_THREADS_PER_BLOCK
-        2 | 3 => 1024,                 // MAX_BLOCK_DIM_X, Y
-        4 => 64,                       // MAX_BLOCK_DIM_Z
-        5 => i32::MAX,                 // MAX_GRID_DIM_X
-        6 | 7 => 65535,                // MAX_GRID_DIM_Y, Z
-        8 => 48 << 10,                 // MAX_SHARED_MEMORY_PER_BLOCK
-        9 => 64 << 10,                 // TOTAL_CONSTANT_MEMORY
-        10 => 32,                      // WARP_SIZE
-        11 => i32::MAX,                // MAX_PITCH
-        12 => 65536,                   // MAX_REGISTERS_PER_BLOCK
-        13 => 1_000_000,               // CLOCK_RATE (kHz)
-        14 => 512,                     // TEXTURE_ALIGNMENT
-        15 => 1,                       // GPU_OVERLAP
-        16 => 4,                       // MULTIPROCESSOR_COUNT
-        17 => 0,                       // KERNEL_EXEC_TIMEOUT
-        18 => 0,                       // INTEGRATED
-        19 => 1,                       // CAN_MAP_HOST_MEMORY
-        20 => 0,                       // COMPUTE_MODE (default)
-        31 => 1,                       // CONCURRENT_KERNELS
-        32 => 0,                       // ECC_ENABLED
-        33 | 34 | 50 => 0,             // PCI bus, device, domain
-        36 => 1_000_000,               // MEMORY_CLOCK_RATE
-        37 => 256,                     // GLOBAL_MEMORY_BUS_WIDTH
-        38 => 4 << 20,                 // L2_CACHE_SIZE
-        39 => 2048,                    // MAX_THREADS_PER_MULTIPROCESSOR
-        40 => 2,                       // ASYNC_ENGINE_COUNT
-        41 => 1,                       // UNIFIED_ADDRESSING
-        75 => sm / 10,                 // COMPUTE_CAPABILITY_MAJOR
-        76 => sm % 10,                 // COMPUTE_CAPABILITY_MINOR
-        78 => 1,                       // STREAM_PRIORITIES_SUPPORTED
-        79 | 80 => 1,                  // GLOBAL/LOCAL_L1_CACHE_SUPPORTED
-        81 => 228 << 10,               // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
-        82 => 65536,                   // MAX_REGISTERS_PER_MULTIPROCESSOR
-        83 => 0,                       // MANAGED_MEMORY (not emulated)
-        84 | 85 => 0,                  // MULTI_GPU_BOARD(_GROUP_ID)
-        86 => 0,                       // HOST_NATIVE_ATOMIC_SUPPORTED
-        87 => 2,                       // SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO
-        88 | 89 => 0,                  // PAGEABLE_MEMORY_ACCESS, CONCURRENT_MANAGED_ACCESS
-        90 => 1,                       // COMPUTE_PREEMPTION_SUPPORTED
-        91 => 0,                       // CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM
-        95 | 96 => 0,                  // COOPERATIVE_(MULTI_DEVICE_)LAUNCH
-        97 => 227 << 10,               // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
-        99 => 1,                       // HOST_REGISTER_SUPPORTED
-        102 => 0,                      // VIRTUAL_ADDRESS_MANAGEMENT_SUPPORTED
-        106 => 32,                     // MAX_BLOCKS_PER_MULTIPROCESSOR
-        111 => 1024,                   // RESERVED_SHARED_MEMORY_PER_BLOCK
-        115 => 1,                      // MEMORY_POOLS_SUPPORTED: cuMemAllocAsync works
+        1 => 1024,         // MAX_THREADS_PER_BLOCK
+        2 | 3 => 1024,     // MAX_BLOCK_DIM_X, Y
+        4 => 64,           // MAX_BLOCK_DIM_Z
+        5 => i32::MAX,     // MAX_GRID_DIM_X
+        6 | 7 => 65535,    // MAX_GRID_DIM_Y, Z
+        8 => 48 << 10,     // MAX_SHARED_MEMORY_PER_BLOCK
+        9 => 64 << 10,     // TOTAL_CONSTANT_MEMORY
+        10 => 32,          // WARP_SIZE
+        11 => i32::MAX,    // MAX_PITCH
+        12 => 65536,       // MAX_REGISTERS_PER_BLOCK
+        13 => 1_000_000,   // CLOCK_RATE (kHz)
+        14 => 512,         // TEXTURE_ALIGNMENT
+        15 => 1,           // GPU_OVERLAP
+        16 => 4,           // MULTIPROCESSOR_COUNT
+        17 => 0,           // KERNEL_EXEC_TIMEOUT
+        18 => 0,           // INTEGRATED
+        19 => 1,           // CAN_MAP_HOST_MEMORY
+        20 => 0,           // COMPUTE_MODE (default)
+        31 => 1,           // CONCURRENT_KERNELS
+        32 => 0,           // ECC_ENABLED
+        33 | 34 | 50 => 0, // PCI bus, device, domain
+        36 => 1_000_000,   // MEMORY_CLOCK_RATE
+        37 => 256,         // GLOBAL_MEMORY_BUS_WIDTH
+        38 => 4 << 20,     // L2_CACHE_SIZE
+        39 => 2048,        // MAX_THREADS_PER_MULTIPROCESSOR
+        40 => 2,           // ASYNC_ENGINE_COUNT
+        41 => 1,           // UNIFIED_ADDRESSING
+        75 => sm / 10,     // COMPUTE_CAPABILITY_MAJOR
+        76 => sm % 10,     // COMPUTE_CAPABILITY_MINOR
+        78 => 1,           // STREAM_PRIORITIES_SUPPORTED
+        79 | 80 => 1,      // GLOBAL/LOCAL_L1_CACHE_SUPPORTED
+        81 => 228 << 10,   // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+        82 => 65536,       // MAX_REGISTERS_PER_MULTIPROCESSOR
+        83 => 0,           // MANAGED_MEMORY (not emulated)
+        84 | 85 => 0,      // MULTI_GPU_BOARD(_GROUP_ID)
+        86 => 0,           // HOST_NATIVE_ATOMIC_SUPPORTED
+        87 => 2,           // SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO
+        88 | 89 => 0,      // PAGEABLE_MEMORY_ACCESS, CONCURRENT_MANAGED_ACCESS
+        90 => 1,           // COMPUTE_PREEMPTION_SUPPORTED
+        91 => 0,           // CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM
+        95 | 96 => 0,      // COOPERATIVE_(MULTI_DEVICE_)LAUNCH
+        97 => 227 << 10,   // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+        99 => 1,           // HOST_REGISTER_SUPPORTED
+        102 => 0,          // VIRTUAL_ADDRESS_MANAGEMENT_SUPPORTED
+        106 => 32,         // MAX_BLOCKS_PER_MULTIPROCESSOR
+        111 => 1024,       // RESERVED_SHARED_MEMORY_PER_BLOCK
+        115 => 1,          // MEMORY_POOLS_SUPPORTED: cuMemAllocAsync works
         _ => return None,
     })
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDeviceGetAttribute(value: *mut c_int, attrib: c_int, dev: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuDeviceGetAttribute(
+    value: *mut c_int,
+    attrib: c_int,
+    dev: CUdevice,
+) -> CUresult {
     guard(|| {
         d().check()?;
         d().device(dev)?;
         let Some(v) = attribute(attrib) else {
-            report(format!("cuDeviceGetAttribute: attribute {attrib} is not emulated"));
+            report(format!(
+                "cuDeviceGetAttribute: attribute {attrib} is not emulated"
+            ));
             return Err(code::INVALID_VALUE);
         };
         unsafe { out(value, v) }
@@ -203,7 +211,11 @@ pub unsafe extern "C" fn cuDeviceGetUuid_v2(uuid: *mut [u8; 16], dev: CUdevice) 
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDeviceComputeCapability(major: *mut c_int, minor: *mut c_int, dev: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuDeviceComputeCapability(
+    major: *mut c_int,
+    minor: *mut c_int,
+    dev: CUdevice,
+) -> CUresult {
     guard(|| {
         d().check()?;
         d().device(dev)?;
@@ -213,7 +225,11 @@ pub unsafe extern "C" fn cuDeviceComputeCapability(major: *mut c_int, minor: *mu
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDeviceCanAccessPeer(can: *mut c_int, dev: CUdevice, peer: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuDeviceCanAccessPeer(
+    can: *mut c_int,
+    dev: CUdevice,
+    peer: CUdevice,
+) -> CUresult {
     guard(|| {
         d().check()?;
         d().device(dev)?;
@@ -297,7 +313,11 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> CUresult {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(dev: CUdevice, flags: *mut c_uint, active: *mut c_int) -> CUresult {
+pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(
+    dev: CUdevice,
+    flags: *mut c_uint,
+    active: *mut c_int,
+) -> CUresult {
     guard(|| {
         let s = d().ready()?;
         let dev = d().device(dev)?;
@@ -339,17 +359,32 @@ fn create_context(pctx: *mut Handle, flags: c_uint, dev: CUdevice) -> CUresult {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuCtxCreate_v2(pctx: *mut Handle, flags: c_uint, dev: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuCtxCreate_v2(
+    pctx: *mut Handle,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
     create_context(pctx, flags, dev)
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuCtxCreate_v3(pctx: *mut Handle, _params: *mut c_void, _n: c_int, flags: c_uint, dev: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuCtxCreate_v3(
+    pctx: *mut Handle,
+    _params: *mut c_void,
+    _n: c_int,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
     create_context(pctx, flags, dev)
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuCtxCreate_v4(pctx: *mut Handle, _params: *mut c_void, flags: c_uint, dev: CUdevice) -> CUresult {
+pub unsafe extern "C" fn cuCtxCreate_v4(
+    pctx: *mut Handle,
+    _params: *mut c_void,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
     create_context(pctx, flags, dev)
 }
 
@@ -445,7 +480,11 @@ pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
 pub unsafe extern "C" fn cuCtxGetApiVersion(ctx: Handle, version: *mut c_uint) -> CUresult {
     guard(|| {
         let s = d().ready()?;
-        let ctx = if ctx.is_null() { current_context().ok_or(code::INVALID_CONTEXT)? } else { id(ctx) };
+        let ctx = if ctx.is_null() {
+            current_context().ok_or(code::INVALID_CONTEXT)?
+        } else {
+            id(ctx)
+        };
         s.context(ctx)?;
         unsafe { out(version, 3020) }
     })
@@ -475,13 +514,13 @@ pub unsafe extern "C" fn cuCtxGetLimit(value: *mut usize, limit: c_int) -> CUres
     guard(|| {
         d().ready()?.current()?;
         let v = match limit {
-            0 => 1024,     // STACK_SIZE
-            1 => 1 << 20,  // PRINTF_FIFO_SIZE
-            2 => 8 << 20,  // MALLOC_HEAP_SIZE
-            3 => 2,        // DEV_RUNTIME_SYNC_DEPTH
-            4 => 2048,     // DEV_RUNTIME_PENDING_LAUNCH_COUNT
-            5 => 32,       // MAX_L2_FETCH_GRANULARITY
-            6 => 0,        // PERSISTING_L2_CACHE_SIZE
+            0 => 1024,    // STACK_SIZE
+            1 => 1 << 20, // PRINTF_FIFO_SIZE
+            2 => 8 << 20, // MALLOC_HEAP_SIZE
+            3 => 2,       // DEV_RUNTIME_SYNC_DEPTH
+            4 => 2048,    // DEV_RUNTIME_PENDING_LAUNCH_COUNT
+            5 => 32,      // MAX_L2_FETCH_GRANULARITY
+            6 => 0,       // PERSISTING_L2_CACHE_SIZE
             _ => return Err(code::UNSUPPORTED_LIMIT),
         };
         unsafe { out(value, v) }
@@ -492,7 +531,11 @@ pub unsafe extern "C" fn cuCtxGetLimit(value: *mut usize, limit: c_int) -> CUres
 pub unsafe extern "C" fn cuCtxSetLimit(limit: c_int, _value: usize) -> CUresult {
     guard(|| {
         d().ready()?.current()?;
-        if (0..=6).contains(&limit) { Ok(()) } else { Err(code::UNSUPPORTED_LIMIT) }
+        if (0..=6).contains(&limit) {
+            Ok(())
+        } else {
+            Err(code::UNSUPPORTED_LIMIT)
+        }
     })
 }
 
@@ -510,7 +553,10 @@ pub unsafe extern "C" fn cuCtxSetCacheConfig(_config: c_int) -> CUresult {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(least: *mut c_int, greatest: *mut c_int) -> CUresult {
+pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(
+    least: *mut c_int,
+    greatest: *mut c_int,
+) -> CUresult {
     guard(|| {
         d().check()?;
         unsafe {
@@ -534,9 +580,14 @@ fn create_stream(ph: *mut Handle, flags: c_uint, priority: c_int) -> CUresult {
         if flags > 1 || ph.is_null() {
             return Err(code::INVALID_VALUE);
         }
-        let kind = if flags & 1 == 1 { StreamKind::NonBlocking } else { StreamKind::Blocking };
+        let kind = if flags & 1 == 1 {
+            StreamKind::NonBlocking
+        } else {
+            StreamKind::Blocking
+        };
         let h = s.handle();
-        s.streams.insert(h, Stream::new(ctx, kind, priority.clamp(-5, 0)));
+        s.streams
+            .insert(h, Stream::new(ctx, kind, priority.clamp(-5, 0)));
         unsafe { out(ph, handle(h)) }
     })
 }
@@ -547,7 +598,11 @@ pub unsafe extern "C" fn cuStreamCreate(ph: *mut Handle, flags: c_uint) -> CUres
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuStreamCreateWithPriority(ph: *mut Handle, flags: c_uint, priority: c_int) -> CUresult {
+pub unsafe extern "C" fn cuStreamCreateWithPriority(
+    ph: *mut Handle,
+    flags: c_uint,
+    priority: c_int,
+) -> CUresult {
     create_stream(ph, flags, priority)
 }
 
@@ -556,7 +611,10 @@ fn destroy_stream(h: Handle) -> CUresult {
         let mut s = d().ready()?;
         let sid = id(h);
         match s.streams.get_mut(&sid) {
-            Some(st) if !st.destroyed && matches!(st.kind, StreamKind::Blocking | StreamKind::NonBlocking) => {
+            Some(st)
+                if !st.destroyed
+                    && matches!(st.kind, StreamKind::Blocking | StreamKind::NonBlocking) =>
+            {
                 // Queued work still runs, as on a GPU; the handle is gone.
                 st.destroyed = true;
                 if !s.stream_pending(sid) {
@@ -587,7 +645,7 @@ fn finish_stream(h: Handle, query: bool) -> CUresult {
         if !query || s.stream_pending(sid) {
             s.host_sync();
         }
-        let last = s.stream_last(sid);
+        let last = s.sync_point(sid);
         s.force(d(), last);
         let ctx = s.streams[&sid].ctx;
         s.context(ctx)?.error.map_or(Ok(()), Err)
@@ -708,7 +766,11 @@ pub unsafe extern "C" fn cuEventRecord(event: Handle, h: Handle) -> CUresult {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuEventRecordWithFlags(event: Handle, h: Handle, _flags: c_uint) -> CUresult {
+pub unsafe extern "C" fn cuEventRecordWithFlags(
+    event: Handle,
+    h: Handle,
+    _flags: c_uint,
+) -> CUresult {
     record_event(event, h)
 }
 
@@ -718,7 +780,10 @@ fn finish_event(event: Handle, query: bool) -> CUresult {
         let e = s.events.get(&id(event)).ok_or(code::INVALID_HANDLE)?;
         let (ctx, record) = (e.ctx, e.record);
         if let Some((sid, seq)) = record {
-            let pending = s.streams.get(&sid).is_some_and(|st| st.queue.front().is_some_and(|p| p.seq <= seq));
+            let pending = s
+                .streams
+                .get(&sid)
+                .is_some_and(|st| st.queue.front().is_some_and(|p| p.seq <= seq));
             if !query || pending {
                 s.host_sync();
             }
@@ -741,7 +806,10 @@ pub unsafe extern "C" fn cuEventQuery(event: Handle) -> CUresult {
 fn destroy_event(event: Handle) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
-        s.events.remove(&id(event)).map(|_| ()).ok_or(code::INVALID_HANDLE)
+        s.events
+            .remove(&id(event))
+            .map(|_| ())
+            .ok_or(code::INVALID_HANDLE)
     })
 }
 
@@ -765,12 +833,20 @@ fn elapsed(ms: *mut f32, start: Handle, end: Handle) -> CUresult {
             if ev.flags & 2 != 0 {
                 return Err(code::INVALID_HANDLE);
             }
-            let Some((_, seq)) = ev.record else { return Err(code::INVALID_HANDLE) };
+            let Some((_, seq)) = ev.record else {
+                return Err(code::INVALID_HANDLE);
+            };
             s.force(d(), seq);
             times[i] = s.events[&id(e)].time;
         }
-        let (Some(a), Some(b)) = (times[0], times[1]) else { return Err(code::NOT_READY) };
-        let v = if b >= a { (b - a).as_secs_f32() * 1e3 } else { -((a - b).as_secs_f32() * 1e3) };
+        let (Some(a), Some(b)) = (times[0], times[1]) else {
+            return Err(code::NOT_READY);
+        };
+        let v = if b >= a {
+            (b - a).as_secs_f32() * 1e3
+        } else {
+            -((a - b).as_secs_f32() * 1e3)
+        };
         unsafe { out(ms, v) }
     })
 }
@@ -781,7 +857,11 @@ pub unsafe extern "C" fn cuEventElapsedTime(ms: *mut f32, start: Handle, end: Ha
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuEventElapsedTime_v2(ms: *mut f32, start: Handle, end: Handle) -> CUresult {
+pub unsafe extern "C" fn cuEventElapsedTime_v2(
+    ms: *mut f32,
+    start: Handle,
+    end: Handle,
+) -> CUresult {
     elapsed(ms, start, end)
 }
 
@@ -810,7 +890,11 @@ pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, size: usize) -> C
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut CUdeviceptr, size: usize, h: Handle) -> CUresult {
+pub unsafe extern "C" fn cuMemAllocAsync(
+    dptr: *mut CUdeviceptr,
+    size: usize,
+    h: Handle,
+) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         s.submit_stream(id(h))?;
@@ -827,7 +911,9 @@ fn check_free(ptr: u64) -> Res<()> {
     match d().memory.find(ptr, 1) {
         Ok((a, 0)) if a.base == ptr => Ok(()),
         _ => {
-            report(format!("free of {ptr:#x}, which is not the start of a live allocation"));
+            report(format!(
+                "free of {ptr:#x}, which is not the start of a live allocation"
+            ));
             Err(code::INVALID_VALUE)
         }
     }
@@ -881,7 +967,8 @@ fn host_alloc(pp: *mut *mut c_void, size: usize) -> CUresult {
         if pp.is_null() || size == 0 {
             return Err(code::INVALID_VALUE);
         }
-        let layout = std::alloc::Layout::from_size_align(size, 4096).map_err(|_| code::INVALID_VALUE)?;
+        let layout =
+            std::alloc::Layout::from_size_align(size, 4096).map_err(|_| code::INVALID_VALUE)?;
         // SAFETY: a non-zero size.
         let p = unsafe { std::alloc::alloc_zeroed(layout) };
         if p.is_null() {
@@ -898,7 +985,11 @@ pub unsafe extern "C" fn cuMemAllocHost_v2(pp: *mut *mut c_void, size: usize) ->
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, _flags: c_uint) -> CUresult {
+pub unsafe extern "C" fn cuMemHostAlloc(
+    pp: *mut *mut c_void,
+    size: usize,
+    _flags: c_uint,
+) -> CUresult {
     host_alloc(pp, size)
 }
 
@@ -921,7 +1012,11 @@ pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemHostRegister_v2(p: *mut c_void, size: usize, _flags: c_uint) -> CUresult {
+pub unsafe extern "C" fn cuMemHostRegister_v2(
+    p: *mut c_void,
+    size: usize,
+    _flags: c_uint,
+) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         s.current()?;
@@ -1019,7 +1114,12 @@ fn copy_d2d(s: &mut State, sid: u64, dst: u64, src: u64, n: usize) -> Res<()> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, n: usize, h: Handle) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(
+    dst: CUdeviceptr,
+    src: *const c_void,
+    n: usize,
+    h: Handle,
+) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         let sid = s.submit_stream(id(h))?;
@@ -1031,7 +1131,12 @@ pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_vo
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, n: usize, h: Handle) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(
+    dst: *mut c_void,
+    src: CUdeviceptr,
+    n: usize,
+    h: Handle,
+) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         let sid = s.submit_stream(id(h))?;
@@ -1043,7 +1148,12 @@ pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize, h: Handle) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    n: usize,
+    h: Handle,
+) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         let sid = s.submit_stream(id(h))?;
@@ -1055,7 +1165,11 @@ pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, n: usize) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyHtoD_v2(
+    dst: CUdeviceptr,
+    src: *const c_void,
+    n: usize,
+) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         let sid = s.submit_stream(STREAM_LEGACY)?;
@@ -1134,12 +1248,24 @@ pub unsafe extern "C" fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, n: usize) 
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, n: usize, h: Handle) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyAsync(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    n: usize,
+    h: Handle,
+) -> CUresult {
     copy_any(dst, src, n, Some(h))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemcpyPeerAsync(dst: CUdeviceptr, _dctx: Handle, src: CUdeviceptr, _sctx: Handle, n: usize, h: Handle) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyPeerAsync(
+    dst: CUdeviceptr,
+    _dctx: Handle,
+    src: CUdeviceptr,
+    _sctx: Handle,
+    n: usize,
+    h: Handle,
+) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         let sid = s.submit_stream(id(h))?;
@@ -1151,7 +1277,13 @@ pub unsafe extern "C" fn cuMemcpyPeerAsync(dst: CUdeviceptr, _dctx: Handle, src:
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemcpyPeer(dst: CUdeviceptr, dctx: Handle, src: CUdeviceptr, sctx: Handle, n: usize) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyPeer(
+    dst: CUdeviceptr,
+    dctx: Handle,
+    src: CUdeviceptr,
+    sctx: Handle,
+    n: usize,
+) -> CUresult {
     unsafe { cuMemcpyPeerAsync(dst, dctx, src, sctx, n, std::ptr::null_mut()) }
 }
 
@@ -1159,11 +1291,13 @@ fn memset(dst: u64, pattern: &[u8], count: usize, h: Handle) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         let sid = s.submit_stream(id(h))?;
-        let len = count.checked_mul(pattern.len()).ok_or(code::INVALID_VALUE)?;
+        let len = count
+            .checked_mul(pattern.len())
+            .ok_or(code::INVALID_VALUE)?;
         if len == 0 {
             return Ok(());
         }
-        if dst % pattern.len() as u64 != 0 {
+        if !dst.is_multiple_of(pattern.len() as u64) {
             return Err(code::INVALID_VALUE);
         }
         device_range(dst, len, "memset")?;
@@ -1201,17 +1335,31 @@ pub unsafe extern "C" fn cuMemsetD8Async(dst: CUdeviceptr, v: u8, n: usize, h: H
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemsetD16Async(dst: CUdeviceptr, v: u16, n: usize, h: Handle) -> CUresult {
+pub unsafe extern "C" fn cuMemsetD16Async(
+    dst: CUdeviceptr,
+    v: u16,
+    n: usize,
+    h: Handle,
+) -> CUresult {
     memset(dst, &v.to_le_bytes(), n, h)
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemsetD32Async(dst: CUdeviceptr, v: c_uint, n: usize, h: Handle) -> CUresult {
+pub unsafe extern "C" fn cuMemsetD32Async(
+    dst: CUdeviceptr,
+    v: c_uint,
+    n: usize,
+    h: Handle,
+) -> CUresult {
     memset(dst, &v.to_le_bytes(), n, h)
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuPointerGetAttribute(data: *mut c_void, attribute: c_int, ptr: CUdeviceptr) -> CUresult {
+pub unsafe extern "C" fn cuPointerGetAttribute(
+    data: *mut c_void,
+    attribute: c_int,
+    ptr: CUdeviceptr,
+) -> CUresult {
     guard(|| {
         let s = d().ready()?;
         if data.is_null() {
@@ -1248,7 +1396,11 @@ pub unsafe extern "C" fn cuPointerGetAttribute(data: *mut c_void, attribute: c_i
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut usize, ptr: CUdeviceptr) -> CUresult {
+pub unsafe extern "C" fn cuMemGetAddressRange_v2(
+    base: *mut CUdeviceptr,
+    size: *mut usize,
+    ptr: CUdeviceptr,
+) -> CUresult {
     guard(|| {
         d().check()?;
         let (a, _) = d().memory.find(ptr, 1).map_err(|_| code::NOT_FOUND)?;
@@ -1289,11 +1441,19 @@ fn load_module(pm: *mut Handle, image: *const c_void) -> CUresult {
             Ok(m) => m,
             Err(e) => {
                 report(format!("cuModuleLoadData: {e}"));
-                return Err(if e.unsupported_version { code::UNSUPPORTED_PTX_VERSION } else { code::INVALID_PTX });
+                return Err(if e.unsupported_version {
+                    code::UNSUPPORTED_PTX_VERSION
+                } else {
+                    code::INVALID_PTX
+                });
             }
         };
         if module.target > d().config.sm {
-            report(format!("cuModuleLoadData: PTX for sm_{} on an sm_{} device", module.target, d().config.sm));
+            report(format!(
+                "cuModuleLoadData: PTX for sm_{} on an sm_{} device",
+                module.target,
+                d().config.sm
+            ));
             return Err(code::INVALID_PTX);
         }
         s.counted(|c| c.module_loads += 1);
@@ -1315,7 +1475,13 @@ pub unsafe extern "C" fn cuModuleLoadData(pm: *mut Handle, image: *const c_void)
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuModuleLoadDataEx(pm: *mut Handle, image: *const c_void, _n: c_uint, _options: *mut c_int, _values: *mut *mut c_void) -> CUresult {
+pub unsafe extern "C" fn cuModuleLoadDataEx(
+    pm: *mut Handle,
+    image: *const c_void,
+    _n: c_uint,
+    _options: *mut c_int,
+    _values: *mut *mut c_void,
+) -> CUresult {
     load_module(pm, image)
 }
 
@@ -1324,23 +1490,34 @@ pub unsafe extern "C" fn cuModuleUnload(m: Handle) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         let loaded = s.modules.remove(&id(m)).ok_or(code::INVALID_HANDLE)?;
-        s.functions.retain(|_, f| !Arc::ptr_eq(&f.module, &loaded.module));
+        s.functions
+            .retain(|_, f| !Arc::ptr_eq(&f.module, &loaded.module));
         Ok(())
     })
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuModuleGetFunction(pf: *mut Handle, m: Handle, name: *const c_char) -> CUresult {
+pub unsafe extern "C" fn cuModuleGetFunction(
+    pf: *mut Handle,
+    m: Handle,
+    name: *const c_char,
+) -> CUresult {
     guard(|| {
         let mut s = d().ready()?;
         if pf.is_null() || name.is_null() {
             return Err(code::INVALID_VALUE);
         }
         // SAFETY: a NUL-terminated name.
-        let name = unsafe { CStr::from_ptr(name) }.to_str().map_err(|_| code::NOT_FOUND)?;
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_str()
+            .map_err(|_| code::NOT_FOUND)?;
         let loaded = s.modules.get(&id(m)).ok_or(code::INVALID_HANDLE)?;
         let (ctx, module) = (loaded.ctx, loaded.module.clone());
-        let kernel = module.kernels.iter().position(|k| k.name == name).ok_or(code::NOT_FOUND)?;
+        let kernel = module
+            .kernels
+            .iter()
+            .position(|k| k.name == name)
+            .ok_or(code::NOT_FOUND)?;
         let existing = s
             .functions
             .iter()
@@ -1367,19 +1544,31 @@ pub unsafe extern "C" fn cuModuleGetFunction(pf: *mut Handle, m: Handle, name: *
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuModuleGetGlobal_v2(_dptr: *mut CUdeviceptr, _bytes: *mut usize, _m: Handle, _name: *const c_char) -> CUresult {
+pub unsafe extern "C" fn cuModuleGetGlobal_v2(
+    _dptr: *mut CUdeviceptr,
+    _bytes: *mut usize,
+    _m: Handle,
+    _name: *const c_char,
+) -> CUresult {
     // Modules with global variables do not load, so no global exists.
     code::NOT_FOUND
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuFuncGetAttribute(value: *mut c_int, attrib: c_int, f: Handle) -> CUresult {
+pub unsafe extern "C" fn cuFuncGetAttribute(
+    value: *mut c_int,
+    attrib: c_int,
+    f: Handle,
+) -> CUresult {
     guard(|| {
         let s = d().ready()?;
         let func = s.functions.get(&id(f)).ok_or(code::INVALID_HANDLE)?;
         let k = &func.module.kernels[func.kernel];
         let v = match attrib {
-            0 => k.max_ntid.or(k.req_ntid).map_or(1024, |n| n.iter().product::<u32>().min(1024) as c_int),
+            0 => k
+                .max_ntid
+                .or(k.req_ntid)
+                .map_or(1024, |n| n.iter().product::<u32>().min(1024) as c_int),
             1 => k.shared_bytes as c_int,
             2 | 3 => 0,
             4 => k.regs.min(255) as c_int,
@@ -1413,7 +1602,10 @@ pub unsafe extern "C" fn cuFuncSetAttribute(f: Handle, attrib: c_int, value: c_i
 pub unsafe extern "C" fn cuFuncSetCacheConfig(f: Handle, _config: c_int) -> CUresult {
     guard(|| {
         let s = d().ready()?;
-        s.functions.get(&id(f)).map(|_| ()).ok_or(code::INVALID_HANDLE)
+        s.functions
+            .get(&id(f))
+            .map(|_| ())
+            .ok_or(code::INVALID_HANDLE)
     })
 }
 
@@ -1449,28 +1641,52 @@ pub unsafe extern "C" fn cuLaunchKernel(
         let grid = [gx, gy, gz];
         let block = [bx, by, bz];
         if grid.contains(&0) || block.contains(&0) {
-            return fail(code::INVALID_VALUE, format!("empty grid {grid:?} or block {block:?}"));
+            return fail(
+                code::INVALID_VALUE,
+                format!("empty grid {grid:?} or block {block:?}"),
+            );
         }
         let threads = block.iter().map(|&b| b as u64).product::<u64>();
-        if bx > 1024 || by > 1024 || bz > 64 || threads > 1024 || gy > 65535 || gz > 65535 || gx > i32::MAX as u32 {
-            return fail(code::INVALID_VALUE, format!("grid {grid:?} or block {block:?} beyond the device's limits"));
+        if bx > 1024
+            || by > 1024
+            || bz > 64
+            || threads > 1024
+            || gy > 65535
+            || gz > 65535
+            || gx > i32::MAX as u32
+        {
+            return fail(
+                code::INVALID_VALUE,
+                format!("grid {grid:?} or block {block:?} beyond the device's limits"),
+            );
         }
         if let Some(max) = k.max_ntid
             && threads > max.iter().map(|&m| m as u64).product::<u64>()
         {
-            return fail(code::LAUNCH_OUT_OF_RESOURCES, format!("block {block:?} exceeds .maxntid {max:?}"));
+            return fail(
+                code::LAUNCH_OUT_OF_RESOURCES,
+                format!("block {block:?} exceeds .maxntid {max:?}"),
+            );
         }
         if let Some(req) = k.req_ntid
             && req != block
         {
-            return fail(code::INVALID_VALUE, format!("block {block:?} differs from .reqntid {req:?}"));
+            return fail(
+                code::INVALID_VALUE,
+                format!("block {block:?} differs from .reqntid {req:?}"),
+            );
         }
         if shared > max_dyn || k.shared_bytes + shared as usize > 227 << 10 {
-            return fail(code::INVALID_VALUE, format!("{shared} bytes of dynamic shared memory is too much"));
+            return fail(
+                code::INVALID_VALUE,
+                format!("{shared} bytes of dynamic shared memory is too much"),
+            );
         }
         let mut buf = vec![0u8; k.param_bytes];
         match (params.is_null(), extra.is_null()) {
-            (false, false) => return fail(code::INVALID_VALUE, "both kernelParams and extra".into()),
+            (false, false) => {
+                return fail(code::INVALID_VALUE, "both kernelParams and extra".into());
+            }
             (false, true) => {
                 // The driver reads as many pointers as the kernel declares.
                 for (i, p) in k.params.iter().enumerate() {
@@ -1499,10 +1715,15 @@ pub unsafe extern "C" fn cuLaunchKernel(
                     i += 2;
                 }
                 let align = k.params.iter().map(|p| p.align).max().unwrap_or(1);
-                let Some(size) = size.filter(|&n| n == k.param_bytes || n == k.param_bytes.next_multiple_of(align)) else {
+                let Some(size) = size
+                    .filter(|&n| n == k.param_bytes || n == k.param_bytes.next_multiple_of(align))
+                else {
                     return fail(
                         code::INVALID_VALUE,
-                        format!("extra's buffer is {size:?} bytes, the kernel's parameters {} bytes", k.param_bytes),
+                        format!(
+                            "extra's buffer is {size:?} bytes, the kernel's parameters {} bytes",
+                            k.param_bytes
+                        ),
                     );
                 };
                 if ptr.is_null() && size > 0 {
@@ -1537,7 +1758,12 @@ pub unsafe extern "C" fn cuLaunchKernel(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessor(blocks: *mut c_int, f: Handle, block_size: c_int, _shared: usize) -> CUresult {
+pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessor(
+    blocks: *mut c_int,
+    f: Handle,
+    block_size: c_int,
+    _shared: usize,
+) -> CUresult {
     guard(|| {
         let s = d().ready()?;
         s.functions.get(&id(f)).ok_or(code::INVALID_HANDLE)?;
@@ -1576,7 +1802,11 @@ pub unsafe extern "C" fn cuGetErrorString(error: CUresult, pstr: *mut *const c_c
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuEmuGetCounters(counters: *mut Counters, this_thread: c_int) -> CUresult {
     guard(|| {
-        let v = if this_thread != 0 { thread_counters() } else { d().lock().counters };
+        let v = if this_thread != 0 {
+            thread_counters()
+        } else {
+            d().lock().counters
+        };
         unsafe { out(counters, v) }
     })
 }

@@ -104,10 +104,12 @@ impl Counters {
 thread_local! {
     /// The thread's context stack: its last element is the current context.
     static CURRENT: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
-    static THREAD_COUNTERS: std::cell::Cell<Counters> = std::cell::Cell::new(Counters {
-        launches: 0, host_syncs: 0, allocations: 0, frees: 0, legacy_stream_ops: 0,
-        events_recorded: 0, module_loads: 0, instructions: 0,
-    });
+    static THREAD_COUNTERS: std::cell::Cell<Counters> = const {
+        std::cell::Cell::new(Counters {
+            launches: 0, host_syncs: 0, allocations: 0, frees: 0, legacy_stream_ops: 0,
+            events_recorded: 0, module_loads: 0, instructions: 0,
+        })
+    };
 }
 
 fn count(f: impl Fn(&mut Counters) + Copy, process: &mut Counters) {
@@ -218,14 +220,37 @@ pub(crate) enum Work {
         params: Vec<u8>,
     },
     /// From pageable memory, staged when submitted.
-    Upload { dst: u64, data: Vec<u8> },
+    Upload {
+        dst: u64,
+        data: Vec<u8>,
+    },
     /// From page-locked memory, read when the copy runs.
-    UploadPinned { dst: u64, src: HostPtr, len: usize },
-    Download { dst: HostPtr, src: u64, len: usize },
-    Copy { dst: u64, src: u64, len: usize },
-    Memset { dst: u64, len: usize, pattern: Vec<u8> },
-    Free { ptr: u64 },
-    Record { event: u64 },
+    UploadPinned {
+        dst: u64,
+        src: HostPtr,
+        len: usize,
+    },
+    Download {
+        dst: HostPtr,
+        src: u64,
+        len: usize,
+    },
+    Copy {
+        dst: u64,
+        src: u64,
+        len: usize,
+    },
+    Memset {
+        dst: u64,
+        len: usize,
+        pattern: Vec<u8>,
+    },
+    Free {
+        ptr: u64,
+    },
+    Record {
+        event: u64,
+    },
     /// Only ordering: what it depends on.
     Wait,
 }
@@ -294,7 +319,11 @@ impl Driver {
     /// The state, after checking that cuInit was called.
     pub(crate) fn ready(&self) -> Res<MutexGuard<'_, State>> {
         let s = self.lock();
-        if s.initialized { Ok(s) } else { Err(code::NOT_INITIALIZED) }
+        if s.initialized {
+            Ok(s)
+        } else {
+            Err(code::NOT_INITIALIZED)
+        }
     }
 
     /// That cuInit was called, for calls that need no state.
@@ -320,7 +349,8 @@ impl State {
     pub fn new_context(&mut self, device: usize, primary: bool, flags: u32) -> u64 {
         let id = self.handle();
         let legacy = self.handle();
-        self.streams.insert(legacy, Stream::new(id, StreamKind::Legacy, 0));
+        self.streams
+            .insert(legacy, Stream::new(id, StreamKind::Legacy, 0));
         self.contexts.insert(
             id,
             Context {
@@ -375,8 +405,13 @@ impl State {
                     return Ok(s);
                 }
                 let s = self.handle();
-                self.streams.insert(s, Stream::new(ctx, StreamKind::PerThread, 0));
-                self.contexts.get_mut(&ctx).unwrap().per_thread.insert(me, s);
+                self.streams
+                    .insert(s, Stream::new(ctx, StreamKind::PerThread, 0));
+                self.contexts
+                    .get_mut(&ctx)
+                    .unwrap()
+                    .per_thread
+                    .insert(me, s);
                 Ok(s)
             }
             h => match self.streams.get(&h) {
@@ -437,7 +472,9 @@ impl State {
     /// Runs `stream`'s work up to `seq`, and only what that work waits for.
     pub fn run_until(&mut self, d: &Driver, stream: u64, seq: u64) {
         loop {
-            let Some(s) = self.streams.get_mut(&stream) else { return };
+            let Some(s) = self.streams.get_mut(&stream) else {
+                return;
+            };
             if s.done >= seq {
                 return;
             }
@@ -460,7 +497,13 @@ impl State {
                 .filter(|&(seq, _)| seq <= target)
                 .min();
             let Some((_, id)) = next else { return };
-            let p = self.streams.get_mut(&id).unwrap().queue.pop_front().unwrap();
+            let p = self
+                .streams
+                .get_mut(&id)
+                .unwrap()
+                .queue
+                .pop_front()
+                .unwrap();
             // Earlier work has run already; an eager free may have left a
             // dependency of a stream that runs out of order.
             for &(dep, dseq) in &p.deps {
@@ -485,6 +528,28 @@ impl State {
         self.streams[&stream].last
     }
 
+    /// What waiting for `stream` waits for: its last work, and for the
+    /// legacy stream the last work of every blocking stream of its context
+    /// too, which it is ordered with.
+    pub fn sync_point(&self, stream: u64) -> u64 {
+        let s = &self.streams[&stream];
+        if s.kind != StreamKind::Legacy {
+            return s.last;
+        }
+        self.streams
+            .values()
+            .filter(|o| {
+                o.ctx == s.ctx
+                    && matches!(
+                        o.kind,
+                        StreamKind::Legacy | StreamKind::Blocking | StreamKind::PerThread
+                    )
+            })
+            .map(|o| o.last)
+            .max()
+            .unwrap_or(s.last)
+    }
+
     pub fn stream_pending(&self, stream: u64) -> bool {
         let s = &self.streams[&stream];
         s.last > s.done
@@ -505,7 +570,9 @@ impl State {
             let s = self.streams.get_mut(&stream).unwrap();
             s.done = p.seq;
         }
-        let Some(ctx) = self.contexts.get(&ctx_id) else { return };
+        let Some(ctx) = self.contexts.get(&ctx_id) else {
+            return;
+        };
         let device = ctx.device;
         // A context that faulted runs nothing more.
         if ctx.error.is_some() {
@@ -515,12 +582,20 @@ impl State {
             return;
         }
         let failure: Option<(CUresult, String)> = match p.work {
-            Work::Launch { module, kernel, dims, params } => {
+            Work::Launch {
+                module,
+                kernel,
+                dims,
+                params,
+            } => {
                 let k = &module.kernels[kernel];
                 let view = View::new(&d.memory, device);
                 match exec::launch(k, dims, &params, &view, d.config.workers) {
                     Ok(stats) => {
-                        count(move |c| c.instructions += stats.instructions, &mut self.counters);
+                        count(
+                            move |c| c.instructions += stats.instructions,
+                            &mut self.counters,
+                        );
                         None
                     }
                     Err(f) => {
@@ -564,7 +639,10 @@ impl State {
             Work::Wait => None,
         };
         if let Some((code, message)) = failure {
-            eprintln!("cuda-emu: {}: {message}", error_name(code).unwrap_or("error"));
+            eprintln!(
+                "cuda-emu: {}: {message}",
+                error_name(code).unwrap_or("error")
+            );
             if let Some(c) = self.contexts.get_mut(&ctx_id) {
                 c.error = Some(code);
             }
@@ -589,7 +667,10 @@ impl Stream {
 impl Driver {
     fn write_device(&self, dst: u64, data: &[u8]) -> Result<(), (CUresult, String)> {
         let (a, off) = self.memory.find(dst, data.len()).map_err(|m| {
-            (code::ILLEGAL_ADDRESS, format!("copy of {} bytes to {dst:#x}: {m}", data.len()))
+            (
+                code::ILLEGAL_ADDRESS,
+                format!("copy of {} bytes to {dst:#x}: {m}", data.len()),
+            )
         })?;
         a.write_bytes(off, data);
         Ok(())
@@ -597,30 +678,39 @@ impl Driver {
 
     fn read_device(&self, src: u64, out: &mut [u8]) -> Result<(), (CUresult, String)> {
         let (a, off) = self.memory.find(src, out.len()).map_err(|m| {
-            (code::ILLEGAL_ADDRESS, format!("copy of {} bytes from {src:#x}: {m}", out.len()))
+            (
+                code::ILLEGAL_ADDRESS,
+                format!("copy of {} bytes from {src:#x}: {m}", out.len()),
+            )
         })?;
         a.read_bytes(off, out);
         Ok(())
     }
 
     fn copy_device(&self, dst: u64, src: u64, len: usize) -> Result<(), (CUresult, String)> {
-        let (s, soff) = self
-            .memory
-            .find(src, len)
-            .map_err(|m| (code::ILLEGAL_ADDRESS, format!("copy of {len} bytes from {src:#x}: {m}")))?;
-        let (t, toff) = self
-            .memory
-            .find(dst, len)
-            .map_err(|m| (code::ILLEGAL_ADDRESS, format!("copy of {len} bytes to {dst:#x}: {m}")))?;
+        let (s, soff) = self.memory.find(src, len).map_err(|m| {
+            (
+                code::ILLEGAL_ADDRESS,
+                format!("copy of {len} bytes from {src:#x}: {m}"),
+            )
+        })?;
+        let (t, toff) = self.memory.find(dst, len).map_err(|m| {
+            (
+                code::ILLEGAL_ADDRESS,
+                format!("copy of {len} bytes to {dst:#x}: {m}"),
+            )
+        })?;
         t.copy_from(toff, &s, soff, len);
         Ok(())
     }
 
     fn fill_device(&self, dst: u64, len: usize, pattern: &[u8]) -> Result<(), (CUresult, String)> {
-        let (a, off) = self
-            .memory
-            .find(dst, len)
-            .map_err(|m| (code::ILLEGAL_ADDRESS, format!("memset of {len} bytes at {dst:#x}: {m}")))?;
+        let (a, off) = self.memory.find(dst, len).map_err(|m| {
+            (
+                code::ILLEGAL_ADDRESS,
+                format!("memset of {len} bytes at {dst:#x}: {m}"),
+            )
+        })?;
         a.fill(off, len, pattern);
         Ok(())
     }

@@ -88,7 +88,9 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LoadError> {
                 while i < chars.len()
                     && matches!(chars[i], '+' | '-')
                     && matches!(chars[i - 1], 'e' | 'E')
-                    && !chars[start..i].iter().any(|c| c.is_ascii_alphabetic() && *c != 'e' && *c != 'E')
+                    && !chars[start..i]
+                        .iter()
+                        .any(|c| c.is_ascii_alphabetic() && *c != 'e' && *c != 'E')
                 {
                     i += 1;
                     while i < chars.len() && chars[i].is_ascii_digit() {
@@ -125,7 +127,10 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LoadError> {
                 i += 1;
             }
             other => {
-                return Err(LoadError::at(line, format!("unexpected character {other:?}")));
+                return Err(LoadError::at(
+                    line,
+                    format!("unexpected character {other:?}"),
+                ));
             }
         }
     }

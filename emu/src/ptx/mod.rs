@@ -89,12 +89,20 @@ pub struct Instr {
 
 /// The low `bits` bits of `v`.
 pub fn mask_bits(v: u64, bits: u32) -> u64 {
-    if bits >= 64 { v } else { v & ((1u64 << bits) - 1) }
+    if bits >= 64 {
+        v
+    } else {
+        v & ((1u64 << bits) - 1)
+    }
 }
 
 /// `v`'s low `bits` bits, sign-extended.
 pub fn sign_extend(v: u64, bits: u32) -> i64 {
-    if bits >= 64 { v as i64 } else { ((v << (64 - bits)) as i64) >> (64 - bits) }
+    if bits >= 64 {
+        v as i64
+    } else {
+        ((v << (64 - bits)) as i64) >> (64 - bits)
+    }
 }
 
 /// A register slot.

@@ -53,7 +53,8 @@ impl Regs {
             let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
             if digits > 0 {
                 let (prefix, number) = name.split_at(name.len() - digits);
-                if let (Some(&(base, count, ty)), Ok(i)) = (ranges.get(prefix), number.parse::<u32>())
+                if let (Some(&(base, count, ty)), Ok(i)) =
+                    (ranges.get(prefix), number.parse::<u32>())
                     && i < count
                 {
                     return Some(Name::Reg(base + i, ty));
@@ -78,7 +79,12 @@ impl<'a> Mods<'a> {
         }
     }
     fn take(&mut self, m: &str) -> bool {
-        match self.parts.iter().zip(&self.used).position(|(p, u)| *p == m && !u) {
+        match self
+            .parts
+            .iter()
+            .zip(&self.used)
+            .position(|(p, u)| *p == m && !u)
+        {
             Some(i) => {
                 self.used[i] = true;
                 true
@@ -111,7 +117,11 @@ impl<'a> Mods<'a> {
         found
     }
     fn unused(&self) -> Option<&'a str> {
-        self.parts.iter().zip(&self.used).find(|(_, u)| !**u).map(|(p, _)| *p)
+        self.parts
+            .iter()
+            .zip(&self.used)
+            .find(|(_, u)| !**u)
+            .map(|(p, _)| *p)
     }
 }
 
@@ -255,7 +265,9 @@ impl<'a> Parser<'a> {
                 ".target" => {
                     let t = self.word()?;
                     let Some(sm) = t.strip_prefix("sm_").and_then(|s| {
-                        s.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse().ok()
+                        s.trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                            .parse()
+                            .ok()
                     }) else {
                         return self.err(format!("unsupported .target `{t}`"));
                     };
@@ -276,7 +288,8 @@ impl<'a> Parser<'a> {
                 ".visible" | ".weak" => {}
                 ".extern" => {
                     if self.peek_word() != Some(".shared") {
-                        return self.err("only `.extern .shared` (dynamic shared memory) is emulated");
+                        return self
+                            .err("only `.extern .shared` (dynamic shared memory) is emulated");
                     }
                 }
                 ".entry" => {
@@ -445,7 +458,12 @@ impl<'a> Parser<'a> {
                         }
                     }
                 }
-                _ => return self.err(format!("expected the kernel body, found {}", self.describe())),
+                _ => {
+                    return self.err(format!(
+                        "expected the kernel body, found {}",
+                        self.describe()
+                    ));
+                }
             }
         }
         self.expect('{')?;
@@ -470,7 +488,10 @@ impl<'a> Parser<'a> {
         self.block(&mut body)?;
         for (at, label, line) in std::mem::take(&mut body.fixups) {
             let Some(&target) = body.labels.get(&label) else {
-                return Err(LoadError::at(line, format!("branch to undefined label `{label}`")));
+                return Err(LoadError::at(
+                    line,
+                    format!("branch to undefined label `{label}`"),
+                ));
             };
             body.code[at].op = Op::Bra { target };
         }
@@ -523,7 +544,10 @@ impl<'a> Parser<'a> {
                     self.expect(';')?;
                 }
                 Tok::Word(w) if w.starts_with('.') => {
-                    return Err(LoadError::at(line, format!("unsupported directive `{w}` in a kernel")));
+                    return Err(LoadError::at(
+                        line,
+                        format!("unsupported directive `{w}` in a kernel"),
+                    ));
                 }
                 Tok::Word(w) if self.peek() == Some(&Tok::Punct(':')) => {
                     self.pos += 1;
@@ -565,11 +589,19 @@ impl<'a> Parser<'a> {
                 self.expect('>')?;
                 let base = b.regs.next;
                 b.regs.next += count;
-                b.regs.ranges.last_mut().unwrap().insert(name, (base, count, ty));
+                b.regs
+                    .ranges
+                    .last_mut()
+                    .unwrap()
+                    .insert(name, (base, count, ty));
             } else {
                 let r = b.regs.next;
                 b.regs.next += 1;
-                b.regs.scopes.last_mut().unwrap().insert(name, Name::Reg(r, ty));
+                b.regs
+                    .scopes
+                    .last_mut()
+                    .unwrap()
+                    .insert(name, Name::Reg(r, ty));
             }
             if self.eat(';') {
                 return Ok(());
@@ -637,7 +669,13 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn instruction(&mut self, b: &mut Body, opcode: &str, guard: Option<(Reg, bool)>, line: u32) -> R<()> {
+    fn instruction(
+        &mut self,
+        b: &mut Body,
+        opcode: &str,
+        guard: Option<(Reg, bool)>,
+        line: u32,
+    ) -> R<()> {
         let mut ops = Vec::new();
         if !self.eat(';') {
             loop {
@@ -677,7 +715,10 @@ struct Cx<'b> {
 
 impl Cx<'_> {
     fn err<T>(&self, msg: impl std::fmt::Display) -> R<T> {
-        Err(LoadError::at(self.line, format!("`{}`: {msg}", self.opcode)))
+        Err(LoadError::at(
+            self.line,
+            format!("`{}`: {msg}", self.opcode),
+        ))
     }
 
     fn reg(&self, op: &RawOp) -> R<Reg> {
@@ -909,8 +950,8 @@ impl Cx<'_> {
                     },
                 }
             }
-            "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor" | "shl"
-            | "shr" => self.binary(base, &mut m, ops)?,
+            "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor"
+            | "shl" | "shr" => self.binary(base, &mut m, ops)?,
             "mad" | "fma" => {
                 let ty = self.one_type(&mut m)?;
                 self.count(ops, 4)?;
@@ -1017,8 +1058,8 @@ impl Cx<'_> {
             }
             "setp" => {
                 let cmp = match m.take_any(&[
-                    "eq", "ne", "lt", "le", "gt", "ge", "lo", "ls", "hi", "hs", "equ", "neu", "ltu",
-                    "leu", "gtu", "geu", "num", "nan",
+                    "eq", "ne", "lt", "le", "gt", "ge", "lo", "ls", "hi", "hs", "equ", "neu",
+                    "ltu", "leu", "gtu", "geu", "num", "nan",
                 ]) {
                     Some(c) => cmp(c),
                     None => return self.err("needs a comparison"),
@@ -1245,7 +1286,7 @@ impl Cx<'_> {
                 } else {
                     m.take("cta");
                     m.take("aligned");
-                    if !m.take("sync") && !(base == "bar" && parts.len() == 1) {
+                    if !m.take("sync") {
                         return self.err("only bar.sync / barrier.sync is emulated");
                     }
                     self.done(&m)?;
@@ -1280,7 +1321,9 @@ impl Cx<'_> {
                 };
                 let ty = self.one_type(&mut m)?;
                 self.done(&m)?;
-                if (mode == VoteMode::Ballot) != (ty == Ty::B32) || (ty != Ty::B32 && ty != Ty::Pred) {
+                if (mode == VoteMode::Ballot) != (ty == Ty::B32)
+                    || (ty != Ty::B32 && ty != Ty::Pred)
+                {
                     return self.err("ballot gives .b32, the others .pred");
                 }
                 self.count(ops, 3)?;
@@ -1367,7 +1410,9 @@ impl Cx<'_> {
             (true, false) => matches!(rnd, CvtRnd::Float(_)),
             (false, true) => matches!(rnd, CvtRnd::Int(_)),
             (true, true) => {
-                let narrowing = dty.bits() < sty.bits() || (dty == Ty::F16 && sty == Ty::BF16) || (dty == Ty::BF16 && sty == Ty::F16);
+                let narrowing = dty.bits() < sty.bits()
+                    || (dty == Ty::F16 && sty == Ty::BF16)
+                    || (dty == Ty::BF16 && sty == Ty::F16);
                 if dty == sty {
                     matches!(rnd, CvtRnd::Int(_)) || rnd == CvtRnd::None
                 } else if narrowing {
@@ -1380,7 +1425,9 @@ impl Cx<'_> {
         if ok {
             Ok(())
         } else {
-            self.err(format!("rounding modifier does not fit a {sty:?} to {dty:?} conversion"))
+            self.err(format!(
+                "rounding modifier does not fit a {sty:?} to {dty:?} conversion"
+            ))
         }
     }
 
@@ -1481,7 +1528,11 @@ impl Cx<'_> {
             return self.err("logic operations take .b or .pred types");
         }
         // Shift amounts are u32 whatever the shifted type.
-        let bty = if matches!(op, IntOp::Shl | IntOp::Shr) { Ty::U32 } else { ty };
+        let bty = if matches!(op, IntOp::Shl | IntOp::Shr) {
+            Ty::U32
+        } else {
+            ty
+        };
         if op == IntOp::MulWide && ty.bits() > 32 {
             return self.err("mul.wide takes 16- or 32-bit operands");
         }
@@ -1504,7 +1555,6 @@ fn widen(ty: Ty) -> Ty {
         t => t,
     }
 }
-
 
 fn special(name: &str) -> Option<Special> {
     let axis = |s: &str| match s {
