@@ -30,7 +30,7 @@ impl FromStr for Device {
             "auto" => Ok(Device::Auto),
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda),
-            _ => Err(Error::UnknownDevice(s.to_string())),
+            _ => Err(Error::UnknownDevice(crate::quantizer::excerpt(s))),
         }
     }
 }
