@@ -56,6 +56,8 @@ fn forked_pool(pid: u32) -> Result<Arc<ThreadPool>> {
         .build()
         .map_err(|e| Error::ThreadPool(e.to_string()))?;
     let pool = Arc::new(pool);
-    *slot = Some((pid, pool.clone()));
+    // A pool inherited from the process that forked this one has no
+    // threads here: dropping it would signal threads that do not exist.
+    std::mem::forget(slot.replace((pid, pool.clone())));
     Ok(pool)
 }
