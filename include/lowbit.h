@@ -5,7 +5,15 @@
  * Every function returns LOWBIT_OK (0) or an error status; the message of
  * the last failure on the calling thread is lowbit_last_error(). No function
  * aborts on bad input: null pointers, sizes that do not match the shape and
- * bad SPECs are errors, and nothing is written then.
+ * bad SPECs are errors, and nothing is written then. A shape has at most
+ * LOWBIT_MAX_NDIM dimensions (ndim is checked before shape is read), and a
+ * tensor whose byte size exceeds PTRDIFF_MAX is LOWBIT_ERR_SHAPE, before
+ * any pointer is touched.
+ *
+ * Calls work from any thread, in a process forked after its parent used
+ * lowbit (the child gets worker threads of its own), and from thread-exit
+ * handlers (pthread key destructors), where lowbit_last_error() may return
+ * a fixed "message was lost" text instead of the failure's own.
  *
  *   lowbit_quantizer *q;
  *   if (lowbit_quantizer_new("ste_tern(threshold_value=0.2)", &q) != LOWBIT_OK)
@@ -32,10 +40,12 @@ typedef enum lowbit_status {
     LOWBIT_OK = 0,
     LOWBIT_ERR_NULL = 1,             /* a required pointer is null */
     LOWBIT_ERR_SPEC = 2,             /* the SPEC does not parse, or a bad parameter */
-    LOWBIT_ERR_SHAPE = 3,            /* sizes do not fit the shape, or an unknown dtype */
+    LOWBIT_ERR_SHAPE = 3,            /* sizes do not fit the shape, ndim > LOWBIT_MAX_NDIM,
+                                        a tensor larger than PTRDIFF_MAX bytes, or an
+                                        unknown dtype */
     LOWBIT_ERR_CUDA_UNAVAILABLE = 4, /* no usable GPU or driver; the message says why */
     LOWBIT_ERR_CUDA = 5,             /* a CUDA driver call failed */
-    LOWBIT_ERR_INTERNAL = 6,         /* a bug in lowbit */
+    LOWBIT_ERR_INTERNAL = 6,         /* a bug in lowbit, or no CPU worker threads could start */
     LOWBIT_ERR_UNSUPPORTED = 7       /* not through this call: rsign takes thresholds
                                         (and only it), and approx_sign & co. no mask */
 } lowbit_status;
@@ -43,13 +53,17 @@ typedef enum lowbit_status {
 /* Element types; f16 and bf16 are passed as their 16-bit patterns. */
 typedef enum lowbit_dtype { LOWBIT_F32 = 0, LOWBIT_F16 = 1, LOWBIT_BF16 = 2 } lowbit_dtype;
 
+/* The most dimensions a shape may have (numpy's limit). */
+#define LOWBIT_MAX_NDIM 64
+
 typedef struct lowbit_quantizer lowbit_quantizer;
 
 /* The message of the last failed call on this thread ("" if none); valid
  * until the next lowbit call on this thread. */
 const char *lowbit_last_error(void);
 
-/* Parses larq's spelling, e.g. "ste_sign(clip_value=none)", into *out. */
+/* Parses larq's spelling, e.g. "ste_sign(clip_value=none)", into *out; on
+ * failure *out is set to NULL (when out is not NULL itself). */
 lowbit_status lowbit_quantizer_new(const char *spec, lowbit_quantizer **out);
 /* Frees a handle; NULL is ignored. */
 void lowbit_quantizer_free(lowbit_quantizer *q);

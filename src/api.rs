@@ -104,11 +104,15 @@ impl Quantizer {
     pub fn forward<T: Element>(&self, x: &[T], shape: &[usize], y: &mut [T]) -> Result<()> {
         check_plain(self)?;
         let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
-        match self.scale() {
+        // With no elements the channel count is unbounded by any buffer
+        // (`[0, 1 << 62]` is valid): nothing may be sized from it.
+        if len == 0 {
+            return Ok(());
+        }
+        cpu::pool::run(|| match self.scale() {
             WeightScale::None => cpu::forward(self, x, channels, y),
             WeightScale::FirstAxis => cpu::forward_scaled(x, first_axis_inner(shape, len), y),
-        }
-        Ok(())
+        })
     }
 
     /// Writes `dx = dq/dx · dy` into `dx`, the gradient larq's estimator gives
@@ -135,13 +139,15 @@ impl Quantizer {
         check_plain(self)?;
         let (len, channels) =
             check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
-        match self.scale() {
+        if len == 0 {
+            return Ok(());
+        }
+        cpu::pool::run(|| match self.scale() {
             WeightScale::None => cpu::backward(self, x, dy, channels, dx),
             WeightScale::FirstAxis => {
                 cpu::backward_scaled(self, x, dy, first_axis_inner(shape, len), dx)
             }
-        }
-        Ok(())
+        })
     }
 
     /// [`forward`](Self::forward) into a new vector.
@@ -191,14 +197,16 @@ impl Quantizer {
         shape: &[usize],
         y: &mut [T],
     ) -> Result<()> {
-        check_thresholds(
+        let (len, _) = check_thresholds(
             self,
             shape,
             &[("x", x.len()), ("y", y.len())],
             &[("alpha", alpha.len())],
         )?;
-        cpu::rsign::forward(x, alpha, y);
-        Ok(())
+        if len == 0 {
+            return Ok(());
+        }
+        cpu::pool::run(|| cpu::rsign::forward(x, alpha, y))
     }
 
     /// Writes `rsign`'s gradients: `dx = (1 − |u|)·2·dy` where `|u| ≤ 1`,
@@ -235,13 +243,18 @@ impl Quantizer {
         dx: &mut [T],
         dalpha: &mut [T],
     ) -> Result<()> {
-        check_thresholds(
+        let (len, _) = check_thresholds(
             self,
             shape,
             &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
             &[("alpha", alpha.len()), ("dalpha", dalpha.len())],
         )?;
-        cpu::rsign::backward(x, alpha, dy, dx, dalpha);
-        Ok(())
+        if len == 0 {
+            // No rows: each dα is an empty sum (`dalpha` holds one per
+            // channel, so it bounds them).
+            dalpha.fill(T::from_f32(crate::scalar::rsign_dalpha(0.0)));
+            return Ok(());
+        }
+        cpu::pool::run(|| cpu::rsign::backward(x, alpha, dy, dx, dalpha))
     }
 }

@@ -6,7 +6,6 @@ use std::str::FromStr;
 #[cfg(lowbit_cuda)]
 use std::sync::Arc;
 
-use crate::cpu;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::quantizer::Quantizer;
@@ -31,7 +30,7 @@ impl FromStr for Device {
             "auto" => Ok(Device::Auto),
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda),
-            _ => Err(Error::UnknownDevice(s.to_string())),
+            _ => Err(Error::UnknownDevice(crate::quantizer::excerpt(s))),
         }
     }
 }
@@ -202,11 +201,10 @@ impl Backend {
             &[("alpha", alpha.len())],
         )?;
         match &self.inner {
-            Inner::Cpu => cpu::rsign::forward(x, alpha, y),
+            Inner::Cpu => q.forward_with_thresholds(x, alpha, shape, y),
             #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::rsign(cuda, q, x, alpha, shape, y, None)?,
+            Inner::Cuda(cuda) => host::rsign(cuda, q, x, alpha, shape, y, None),
         }
-        Ok(())
     }
 
     /// [`Quantizer::backward_with_thresholds`] (`rsign`) on this backend,
@@ -229,11 +227,10 @@ impl Backend {
             &[("alpha", alpha.len()), ("dalpha", dalpha.len())],
         )?;
         match &self.inner {
-            Inner::Cpu => cpu::rsign::backward(x, alpha, dy, dx, dalpha),
+            Inner::Cpu => q.backward_with_thresholds(x, alpha, dy, shape, dx, dalpha),
             #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::rsign(cuda, q, x, alpha, shape, dx, Some((dy, dalpha)))?,
+            Inner::Cuda(cuda) => host::rsign(cuda, q, x, alpha, shape, dx, Some((dy, dalpha))),
         }
-        Ok(())
     }
 }
 

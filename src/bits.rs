@@ -132,6 +132,11 @@ pub(crate) fn check(
     packed: (&'static str, usize),
 ) -> Result<Rows> {
     check_shape(shape, &[values])?;
+    check_packed(shape, packed)
+}
+
+/// Checks a packed buffer against the words `shape` packs into.
+fn check_packed(shape: &[usize], packed: (&'static str, usize)) -> Result<Rows> {
     let rows = Rows::of(shape)?;
     let (buffer, len) = packed;
     if len != rows.packed_len() {
@@ -174,12 +179,13 @@ pub(crate) fn check_scale(shape: &[usize], rows: Rows, scale: Option<usize>) -> 
 /// ```
 pub fn pack<T: Element>(x: &[T], shape: &[usize], packed: &mut [u32]) -> Result<()> {
     let rows = check(shape, ("x", x.len()), ("packed", packed.len()))?;
-    cpu::bits::pack(x, rows, packed);
-    Ok(())
+    cpu::pool::run(|| cpu::bits::pack(x, rows, packed))
 }
 
 /// [`pack`] into a new vector.
 pub fn pack_vec<T: Element>(x: &[T], shape: &[usize]) -> Result<Vec<u32>> {
+    // `x` first: the words are allocated only for a shape it holds.
+    check_shape(shape, &[("x", x.len())])?;
     let mut packed = vec![0; packed_len(shape)?];
     pack(x, shape, &mut packed)?;
     Ok(packed)
@@ -207,8 +213,7 @@ pub fn unpack<T: Element>(
 ) -> Result<()> {
     let rows = check(shape, ("y", y.len()), ("packed", packed.len()))?;
     check_scale(shape, rows, scale.map(<[f32]>::len))?;
-    cpu::bits::unpack(packed, rows, scale, y);
-    Ok(())
+    cpu::pool::run(|| cpu::bits::unpack(packed, rows, scale, y))
 }
 
 /// [`unpack`] into a new vector.
@@ -217,8 +222,11 @@ pub fn unpack_vec<T: Element>(
     shape: &[usize],
     scale: Option<&[f32]>,
 ) -> Result<Vec<T>> {
-    let (len, _) = check_shape(shape, &[])?;
-    let mut y = vec![T::default(); len];
+    // The words and the scale first: `y` is allocated only for a shape
+    // that `packed` holds.
+    let rows = check_packed(shape, ("packed", packed.len()))?;
+    check_scale(shape, rows, scale.map(<[f32]>::len))?;
+    let mut y = vec![T::default(); rows.len()];
     unpack(packed, shape, scale, &mut y)?;
     Ok(y)
 }
@@ -244,8 +252,7 @@ impl Backend {
         if let Some(cuda) = self.as_cuda() {
             return host::pack(cuda, x, shape, packed);
         }
-        cpu::bits::pack(x, rows, packed);
-        Ok(())
+        cpu::pool::run(|| cpu::bits::pack(x, rows, packed))
     }
 
     /// [`bits::unpack`](unpack) on this backend, from and to host memory.
@@ -262,8 +269,7 @@ impl Backend {
         if let Some(cuda) = self.as_cuda() {
             return host::unpack(cuda, packed, shape, scale, y);
         }
-        cpu::bits::unpack(packed, rows, scale, y);
-        Ok(())
+        cpu::pool::run(|| cpu::bits::unpack(packed, rows, scale, y))
     }
 }
 
@@ -407,6 +413,9 @@ pub struct FlipRatio {
     inner: Inner,
 }
 
+// The packed signs are allocated at the first update, once its values have
+// been checked against the shape: `new` has only the shape, and a shape
+// alone (`[1 << 40]`) must not size an allocation.
 #[derive(Debug)]
 enum Inner {
     Cpu {
@@ -416,31 +425,36 @@ enum Inner {
     #[cfg(lowbit_cuda)]
     Cuda {
         cuda: std::sync::Arc<crate::cuda::Cuda>,
-        state: crate::cuda::DeviceFlipRatio,
+        /// The bookkeeping until the first update makes `state`, which
+        /// then keeps its own.
+        pending: Tracker,
+        state: Option<crate::cuda::DeviceFlipRatio>,
     },
 }
 
 impl FlipRatio {
-    /// A metric for tensors of `shape` on `backend`. On CUDA this allocates
-    /// the packed signs and a counter on the device, once.
+    /// A metric for tensors of `shape` on `backend`. The previous signs
+    /// (on CUDA, with a counter, on the device) are allocated once, at the
+    /// first update, whose values show that the shape is real.
     pub fn new(backend: &Backend, shape: &[usize]) -> Result<Self> {
+        let tracker = Tracker::new(shape)?;
         #[cfg(lowbit_cuda)]
         if let Some(cuda) = backend.as_cuda() {
-            let stream = cuda.context().default_stream();
-            let state = crate::cuda::DeviceFlipRatio::new(&stream, shape)?;
             return Ok(FlipRatio {
                 inner: Inner::Cuda {
                     cuda: cuda.clone(),
-                    state,
+                    pending: tracker,
+                    state: None,
                 },
             });
         }
         // Without CUDA built in, every backend is the CPU.
         let _ = backend;
-        let tracker = Tracker::new(shape)?;
-        let previous = vec![0; tracker.rows().packed_len()];
         Ok(FlipRatio {
-            inner: Inner::Cpu { tracker, previous },
+            inner: Inner::Cpu {
+                tracker,
+                previous: Vec::new(),
+            },
         })
     }
 
@@ -452,16 +466,35 @@ impl FlipRatio {
         match &mut self.inner {
             Inner::Cpu { tracker, previous } => {
                 tracker.check(values.len())?;
+                let rows = tracker.rows();
                 let flipped = if tracker.has_previous() {
-                    cpu::bits::pack_counting_flips(values, tracker.rows(), previous)
+                    cpu::pool::run(|| cpu::bits::pack_counting_flips(values, rows, previous))?
                 } else {
-                    cpu::bits::pack(values, tracker.rows(), previous);
+                    let mut first = vec![0; rows.packed_len()];
+                    cpu::pool::run(|| cpu::bits::pack(values, rows, &mut first))?;
+                    *previous = first;
                     0
                 };
                 Ok(tracker.record(flipped))
             }
             #[cfg(lowbit_cuda)]
-            Inner::Cuda { cuda, state } => host::update(cuda, state, values),
+            Inner::Cuda {
+                cuda,
+                pending,
+                state,
+            } => {
+                let state = match state {
+                    Some(state) => state,
+                    None => {
+                        pending.check(values.len())?;
+                        let stream = cuda.context().default_stream();
+                        let made =
+                            crate::cuda::DeviceFlipRatio::with_tracker(&stream, pending.clone())?;
+                        state.insert(made)
+                    }
+                };
+                host::update(cuda, state, values)
+            }
         }
     }
 
@@ -477,7 +510,10 @@ impl FlipRatio {
         match &mut self.inner {
             Inner::Cpu { tracker, .. } => tracker.reset(),
             #[cfg(lowbit_cuda)]
-            Inner::Cuda { state, .. } => state.reset(),
+            Inner::Cuda { pending, state, .. } => match state {
+                Some(state) => state.reset(),
+                None => pending.reset(),
+            },
         }
     }
 
@@ -485,7 +521,9 @@ impl FlipRatio {
         match &self.inner {
             Inner::Cpu { tracker, .. } => tracker,
             #[cfg(lowbit_cuda)]
-            Inner::Cuda { state, .. } => &state.tracker,
+            Inner::Cuda { pending, state, .. } => {
+                state.as_ref().map_or(pending, |state| &state.tracker)
+            }
         }
     }
 }

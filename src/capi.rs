@@ -27,13 +27,15 @@ pub enum lowbit_status {
     LOWBIT_ERR_NULL = 1,
     /// A SPEC that does not parse or a bad parameter.
     LOWBIT_ERR_SPEC = 2,
-    /// Sizes that do not fit the shape, or an unknown dtype.
+    /// Sizes that do not fit the shape, more than `LOWBIT_MAX_NDIM`
+    /// dimensions, a tensor larger than any buffer, or an unknown dtype.
     LOWBIT_ERR_SHAPE = 3,
     /// The CUDA backend cannot run here (see the message for why).
     LOWBIT_ERR_CUDA_UNAVAILABLE = 4,
     /// A CUDA driver call failed.
     LOWBIT_ERR_CUDA = 5,
-    /// A bug in lowbit (a caught panic).
+    /// A bug in lowbit (a caught panic), or the CPU worker threads could
+    /// not be started.
     LOWBIT_ERR_INTERNAL = 6,
     /// The quantizer cannot run through this call: `rsign` needs its
     /// per-channel thresholds (the `_with_thresholds` calls), the others
@@ -52,13 +54,25 @@ pub const LOWBIT_BF16: u32 = 2;
 /// An opaque quantizer handle.
 pub struct lowbit_quantizer(Quantizer);
 
+/// The most dimensions a shape may have: numpy's limit (`NPY_MAXDIMS`),
+/// more than any training stack uses. `ndim` comes from the caller, and
+/// `shape` is read only once it is known to be this small.
+pub const LOWBIT_MAX_NDIM: usize = 64;
+
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// What [`lowbit_last_error`] returns where the thread's own message is
+/// gone: in a thread-exit handler (a pthread key destructor) that runs after
+/// this thread's Rust thread-locals were destroyed.
+const NO_MESSAGE: &CStr = c"lowbit: the message was lost: this thread is exiting";
+
 fn set_error(message: &str) {
     let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    // `with` would panic once the thread-local is destroyed, and a panic
+    // here is outside `catch_unwind`: the status still goes back.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = c);
 }
 
 fn status_of(e: &Error) -> lowbit_status {
@@ -74,6 +88,7 @@ fn status_of(e: &Error) -> lowbit_status {
         | Error::NotMaskable { .. } => LOWBIT_ERR_UNSUPPORTED,
         Error::CudaUnavailable(_) => LOWBIT_ERR_CUDA_UNAVAILABLE,
         Error::Cuda { .. } => LOWBIT_ERR_CUDA,
+        Error::ThreadPool(_) => LOWBIT_ERR_INTERNAL,
         _ => LOWBIT_ERR_SHAPE,
     }
 }
@@ -108,22 +123,27 @@ fn null(what: &str) -> (lowbit_status, String) {
 /// until the next lowbit call on this thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn lowbit_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(NO_MESSAGE.as_ptr())
 }
 
 /// Parses `spec` (larq's spelling, e.g. `"ste_tern(threshold_value=0.2)"`)
-/// into a new handle at `*out`; free it with `lowbit_quantizer_free`.
+/// into a new handle at `*out`; free it with `lowbit_quantizer_free`. On
+/// failure `*out` is set to null, so that freeing it is harmless.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lowbit_quantizer_new(
     spec: *const c_char,
     out: *mut *mut lowbit_quantizer,
 ) -> lowbit_status {
     guard(|| {
-        if spec.is_null() {
-            return Err(null("spec"));
-        }
         if out.is_null() {
             return Err(null("out"));
+        }
+        // SAFETY: `out` is non-null and points to writable storage.
+        unsafe { *out = std::ptr::null_mut() };
+        if spec.is_null() {
+            return Err(null("spec"));
         }
         // SAFETY: the caller passes a NUL-terminated string.
         let spec = unsafe { CStr::from_ptr(spec) }
@@ -186,6 +206,12 @@ unsafe fn shape<'a>(
     if ndim == 0 {
         return Ok((&[], 1));
     }
+    if ndim > LOWBIT_MAX_NDIM {
+        return Err((
+            LOWBIT_ERR_SHAPE,
+            format!("ndim is {ndim}, more than LOWBIT_MAX_NDIM ({LOWBIT_MAX_NDIM})"),
+        ));
+    }
     if shape.is_null() {
         return Err(null("shape"));
     }
@@ -224,11 +250,24 @@ unsafe fn handle<'a>(q: *const lowbit_quantizer) -> Result<&'a Quantizer, (lowbi
     unsafe { q.as_ref() }.map(|h| &h.0).ok_or_else(|| null("q"))
 }
 
+/// Refuses `n` elements of `size` bytes that no buffer can hold: more than
+/// `isize::MAX` bytes, which Rust's slices (and every allocator) exclude.
+fn check_bytes(n: usize, size: usize, what: &str) -> Outcome<()> {
+    match n.checked_mul(size) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(()),
+        _ => Err((
+            LOWBIT_ERR_SHAPE,
+            format!("`{what}` would hold {n} elements of {size} bytes, more than any buffer can"),
+        )),
+    }
+}
+
 /// `n` elements of `T` at `p` (which may dangle or be null when `n` is 0).
 ///
 /// # Safety
 /// `p` points to `n` readable elements of `T`.
 unsafe fn slice<'a, T>(p: *const c_void, n: usize, what: &str) -> Outcome<&'a [T]> {
+    check_bytes(n, std::mem::size_of::<T>(), what)?;
     match (n, p.is_null()) {
         (0, _) => Ok(&[]),
         (_, true) => Err(null(what)),
@@ -243,6 +282,7 @@ unsafe fn slice<'a, T>(p: *const c_void, n: usize, what: &str) -> Outcome<&'a [T
 /// `p` points to `n` writable elements of `T` that nothing else borrows
 /// (outputs do not overlap inputs).
 unsafe fn slice_mut<'a, T>(p: *mut c_void, n: usize, what: &str) -> Outcome<&'a mut [T]> {
+    check_bytes(n, std::mem::size_of::<T>(), what)?;
     match (n, p.is_null()) {
         (0, _) => Ok(&mut []),
         (_, true) => Err(null(what)),
@@ -350,6 +390,12 @@ mod device {
             LOWBIT_BF16 => Ok(DType::BF16),
             _ => Err((LOWBIT_ERR_SHAPE, format!("unknown dtype {dtype}"))),
         }
+    }
+
+    /// Refuses a device tensor of `n` elements of `dtype` that no buffer
+    /// can hold, as [`slice`] does on the host.
+    pub(super) fn check_tensor(dtype: u32, n: usize) -> Outcome<()> {
+        check_bytes(n, dtype_of(dtype)?.size(), "the tensor")
     }
 
     #[cfg(lowbit_cuda)]
@@ -575,6 +621,7 @@ unsafe fn on_device(
         if n > 0 && (x.is_null() || out.is_null() || dy.is_some_and(|p| p.is_null())) {
             return Err(null("a device pointer"));
         }
+        device::check_tensor(dtype, n)?;
         // Before the device is opened: the answer does not depend on it.
         crate::api::check_plain(q).map_err(fail)?;
         let dy = dy.map(|p| p as u64);
@@ -752,6 +799,7 @@ unsafe fn device_mask(
         if n > 0 && (input.is_null() || b.out.is_null() || b.mask.is_null()) {
             return Err(null("a device pointer"));
         }
+        device::check_tensor(dtype, n)?;
         // Before the device is opened: the answers do not depend on it.
         crate::mask::check_maskable(q).map_err(fail)?;
         if q.saved_scale_len(s).map_err(fail)? > 0 && b.scale.is_null() {
@@ -872,6 +920,7 @@ unsafe fn device_thresholds(
         if c > 0 && (b.alpha.is_null() || dalpha_null) {
             return Err(null("a device pointer"));
         }
+        device::check_tensor(dtype, n)?;
         let grad = b.grad.map(|(dy, da)| (dy as u64, da as u64));
         let (x, alpha, out) = (b.x as u64, b.alpha as u64, b.out as u64);
         // SAFETY: forwarded from the caller's contract.

@@ -173,6 +173,11 @@ pub enum Error {
         len: usize,
     },
 
+    /// The CPU path's worker threads could not be started (in a process
+    /// forked from one that had used lowbit, which needs a pool of its own).
+    #[error("cannot start the CPU worker threads: {0}")]
+    ThreadPool(String),
+
     /// A workspace smaller than the reduction needs (raw-pointer calls do
     /// not grow it, since that would allocate on the caller's stream).
     #[error("workspace holds {have} bytes, this call needs {need}")]

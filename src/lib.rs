@@ -55,7 +55,7 @@ pub use error::{Error, Result};
 pub use mask::{MASK_BITS, mask_words};
 pub use quantizer::{
     DEFAULT_BETA, DEFAULT_CLIP, DEFAULT_K_BIT, DEFAULT_TERN_THRESHOLD, DorefaMode, K_BIT_RANGE,
-    Kind, Quantizer, WeightScale,
+    Kind, MAX_BETA, Quantizer, WeightScale,
 };
 
 // The element types, so users need not depend on `half` themselves.

@@ -195,8 +195,14 @@ impl Quantizer {
         scale: &mut [T],
     ) -> Result<()> {
         let tensors = [("x", x.len()), ("y", y.len())];
-        let (_, channels) = check(self, shape, &tensors, mask.len(), scale.len())?;
-        cpu::mask::forward(self, x, channels, y, mask, scale)
+        let (len, channels) = check(self, shape, &tensors, mask.len(), scale.len())?;
+        if len == 0 {
+            // A channel with no elements has mean |x| 0; `scale`, checked
+            // to hold one per channel, bounds them.
+            scale.fill(T::from_f32(0.0));
+            return Ok(());
+        }
+        cpu::pool::run(|| cpu::mask::forward(self, x, channels, y, mask, scale))?
     }
 
     /// `dx = dq/dx · dy` from the `mask` (and, for `magnitude_aware_sign`,
@@ -236,7 +242,10 @@ impl Quantizer {
         dx: &mut [T],
     ) -> Result<()> {
         let tensors = [("dy", dy.len()), ("dx", dx.len())];
-        let (_, channels) = check(self, shape, &tensors, mask.len(), scale.len())?;
-        cpu::mask::backward(self, mask, scale, dy, channels, dx)
+        let (len, channels) = check(self, shape, &tensors, mask.len(), scale.len())?;
+        if len == 0 {
+            return Ok(());
+        }
+        cpu::pool::run(|| cpu::mask::backward(self, mask, scale, dy, channels, dx))?
     }
 }

@@ -91,7 +91,8 @@ pub enum Kind {
     /// # Ok::<(), lowbit::Error>(())
     /// ```
     SwishSign {
-        /// The sharpness β > 0; the gradient at 0 is β.
+        /// The sharpness, `0 < β ≤` [`MAX_BETA`]; the gradient at 0 is β.
+        /// The bound keeps the `f32` gradient finite (see [`MAX_BETA`]).
         beta: f32,
     },
     /// 0/1 step with the straight-through estimator: `y = 1 if x > 0 else 0`,
@@ -239,6 +240,47 @@ pub const DEFAULT_TERN_THRESHOLD: f32 = 0.1;
 pub const DEFAULT_K_BIT: u32 = 2;
 /// The `k_bit` range DoReFa supports: `2^k − 1` must be exact in `f32`.
 pub const K_BIT_RANGE: std::ops::RangeInclusive<u32> = 1..=24;
+/// The largest `beta` of `swish_sign`: up to it, the `f32` gradient
+/// `dy·β·(2 − |βx|·t)·2e/(1 + e)²` never overflows for `|dy| ≤ 3.8e30`
+/// (`|2 − |βx|·t| ≤ 89.4` wherever `e > 0`), and the tail it gives as 0
+/// (`|βx| > 87.3`, where `e` leaves `f32`'s normal range) is below
+/// `2e−30·|dy|`. A larger β would overflow to ±inf, or flush a gradient that
+/// is not small, where the true one is finite: such a β is refused instead
+/// of computing its gradient another way, so that every allowed β keeps
+/// the bits it always had (and the CUDA kernel's). The window of such a
+/// gradient is narrower than `1e−5` around 0 already.
+pub const MAX_BETA: f32 = 1e6;
+
+/// How much of a user's text an error message quotes: a SPEC may be
+/// megabytes long, and a message is read by a person.
+const QUOTED: usize = 64;
+
+/// `text` as an error quotes it: whole if short, else its first [`QUOTED`]
+/// characters and the length of the rest.
+pub(crate) fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(QUOTED) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
+    }
+}
+
+/// The domain of each real parameter and what the error says it accepts:
+/// checked where the value enters, on its SPEC text (so the error quotes
+/// what was typed, not what `f32` made of it), and by [`Quantizer::new`] for
+/// a [`Kind`] built in code.
+fn real_domain(key: &str) -> (fn(f32) -> bool, &'static str) {
+    match key {
+        "beta" => (
+            |b| b > 0.0 && b <= MAX_BETA,
+            "a number > 0 and at most 1e6 (MAX_BETA)",
+        ),
+        "threshold_value" => (|v| v.is_finite() && v >= 0.0, "a finite number ≥ 0"),
+        "clip_value" => (|c| c.is_finite() && c > 0.0, "a finite number > 0, or none"),
+        "progress" => (|p| (0.0..=1.0).contains(&p), "a number from 0 to 1"),
+        // `t`, EDE's sharpness.
+        _ => (|t| t.is_finite() && t > 0.0, "a finite number > 0"),
+    }
+}
 
 impl Quantizer {
     /// The names [`FromStr`] accepts, in larq's spelling.
@@ -263,29 +305,14 @@ impl Quantizer {
             | Kind::SteHeaviside { clip_value, .. }
             | Kind::MagnitudeAwareSign { clip_value } => check_clip(name, clip_value)?,
             Kind::ApproxSign | Kind::RSign => {}
-            Kind::Ede { t } => {
-                if !(t.is_finite() && t > 0.0) {
-                    return Err(invalid(name, "t", t, "a finite number > 0"));
-                }
-            }
-            Kind::SwishSign { beta } => {
-                if !(beta.is_finite() && beta > 0.0) {
-                    return Err(invalid(name, "beta", beta, "a finite number > 0"));
-                }
-            }
+            Kind::Ede { t } => check_real(name, "t", t)?,
+            Kind::SwishSign { beta } => check_real(name, "beta", beta)?,
             Kind::SteTern {
                 threshold_value,
                 clip_value,
                 ..
             } => {
-                if !(threshold_value.is_finite() && threshold_value >= 0.0) {
-                    return Err(invalid(
-                        name,
-                        "threshold_value",
-                        threshold_value,
-                        "a finite number ≥ 0",
-                    ));
-                }
+                check_real(name, "threshold_value", threshold_value)?;
                 check_clip(name, clip_value)?;
             }
             Kind::DoReFa { k_bit, .. } => {
@@ -299,6 +326,19 @@ impl Quantizer {
                 }
             }
         }
+        let kind = match kind {
+            // −0 passes `≥ 0`; +0 is the same threshold and prints as one.
+            Kind::SteTern {
+                threshold_value,
+                ternary_weight_networks,
+                clip_value,
+            } => Kind::SteTern {
+                threshold_value: threshold_value.abs(),
+                ternary_weight_networks,
+                clip_value,
+            },
+            kind => kind,
+        };
         Ok(Quantizer {
             kind,
             scale: WeightScale::None,
@@ -445,7 +485,7 @@ impl Kind {
         let takes = self.keys();
         let unknown = || Error::UnknownParameter {
             quantizer: name,
-            key: key.to_string(),
+            key: excerpt(key),
             takes,
         };
         match (self, key) {
@@ -461,11 +501,7 @@ impl Kind {
             }
             (Kind::Ede { t }, "t") => *t = parse_f32(name, "t", value)?,
             (Kind::Ede { t }, "progress") => {
-                let progress = parse_f32(name, "progress", value)?;
-                if !(0.0..=1.0).contains(&progress) {
-                    return Err(invalid(name, "progress", value, "a number from 0 to 1"));
-                }
-                *t = crate::scalar::ede_t(progress);
+                *t = crate::scalar::ede_t(parse_f32(name, "progress", value)?);
             }
             (Kind::SwishSign { beta }, "beta") => *beta = parse_f32(name, "beta", value)?,
             (
@@ -507,20 +543,25 @@ fn invalid(
     Error::InvalidParameter {
         quantizer,
         key,
-        value: value.to_string(),
+        value: excerpt(&value.to_string()),
         expected,
+    }
+}
+
+/// Checks a real parameter built in code, quoting its value.
+fn check_real(name: &'static str, key: &'static str, v: f32) -> Result<()> {
+    let (ok, expected) = real_domain(key);
+    if ok(v) {
+        Ok(())
+    } else {
+        Err(invalid(name, key, Float(v), expected))
     }
 }
 
 fn check_clip(name: &'static str, clip: Option<f32>) -> Result<()> {
     match clip {
-        Some(c) if !(c.is_finite() && c > 0.0) => Err(invalid(
-            name,
-            "clip_value",
-            c,
-            "a finite number > 0, or none",
-        )),
-        _ => Ok(()),
+        Some(c) => check_real(name, "clip_value", c),
+        None => Ok(()),
     }
 }
 
@@ -533,12 +574,31 @@ fn unquote(value: &str) -> &str {
     value
 }
 
+/// Parses a real parameter and checks it against its domain, quoting the
+/// text typed in any error.
 fn parse_f32(name: &'static str, key: &'static str, value: &str) -> Result<f32> {
     // Rust accepts "nan" and "inf"; no parameter of a quantizer can be either.
-    match value.parse::<f32>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(invalid(name, key, value, "a finite number")),
+    let v = match value.parse::<f32>() {
+        Ok(v) if v.is_finite() => v,
+        _ => return Err(invalid(name, key, value, "a finite number")),
+    };
+    // `1e-46` and `-1e-50` round to ±0: a value f32 cannot hold, as `1e400`
+    // is, not the zero it becomes (which would turn a refused negative
+    // threshold into an accepted −0).
+    let mantissa = value.split(['e', 'E']).next().unwrap_or(value);
+    if v == 0.0 && mantissa.contains(|c: char| matches!(c, '1'..='9')) {
+        return Err(invalid(
+            name,
+            key,
+            value,
+            "a number f32 can hold (this one rounds to 0)",
+        ));
     }
+    let (ok, expected) = real_domain(key);
+    if !ok(v) {
+        return Err(invalid(name, key, value, expected));
+    }
+    Ok(v)
 }
 
 fn parse_clip(name: &'static str, value: &str) -> Result<Option<f32>> {
@@ -557,15 +617,23 @@ fn parse_bool(name: &'static str, key: &'static str, value: &str) -> Result<bool
 }
 
 fn parse_u32(name: &'static str, key: &'static str, value: &str) -> Result<u32> {
-    value
+    let n = value
         .parse::<u32>()
-        .map_err(|_| invalid(name, key, value, "a non-negative integer"))
+        .map_err(|_| invalid(name, key, value, "a non-negative integer"))?;
+    // Quantizer::new checks these ranges too, but would quote the number.
+    match key {
+        "k_bit" if !K_BIT_RANGE.contains(&n) => {
+            Err(invalid(name, key, value, "an integer from 1 to 24"))
+        }
+        "precision" if n == 0 => Err(invalid(name, key, value, "an integer ≥ 1")),
+        _ => Ok(n),
+    }
 }
 
 /// Splits `name(k=v, ...)` into the name and its key/value pairs.
 fn split_spec(spec: &str) -> Result<(&str, Vec<(&str, &str)>)> {
     let syntax = |reason: &str| Error::Syntax {
-        spec: spec.to_string(),
+        spec: excerpt(spec),
         reason: reason.to_string(),
     };
     let s = spec.trim();
@@ -587,18 +655,25 @@ fn split_spec(spec: &str) -> Result<(&str, Vec<(&str, &str)>)> {
             return Err(syntax("unbalanced parentheses"));
         }
         let args = args.trim();
-        // A trailing comma is fine, as in Python.
-        let args = args.strip_suffix(',').unwrap_or(args);
-        if !args.trim().is_empty() {
+        // A trailing comma after an argument is fine, as in Python; a comma
+        // alone (`ste_sign(,)`) is not.
+        let args = match args.strip_suffix(',') {
+            Some(before) if !before.trim().is_empty() => before,
+            _ => args,
+        };
+        if !args.is_empty() {
             for arg in args.split(',') {
                 let (key, value) = arg.split_once('=').ok_or_else(|| {
-                    syntax(&format!("expected `key=value`, found `{}`", arg.trim()))
+                    syntax(&format!(
+                        "expected `key=value`, found `{}`",
+                        excerpt(arg.trim())
+                    ))
                 })?;
                 let (key, value) = (key.trim(), value.trim());
                 if key.is_empty() || value.is_empty() {
                     return Err(syntax(&format!(
                         "expected `key=value`, found `{}`",
-                        arg.trim()
+                        excerpt(arg.trim())
                     )));
                 }
                 pairs.push((key, value));
@@ -617,13 +692,13 @@ impl FromStr for Quantizer {
     fn from_str(spec: &str) -> Result<Self> {
         let (name, pairs) = split_spec(spec)?;
         let mut kind =
-            Kind::with_defaults(name).ok_or_else(|| Error::UnknownQuantizer(name.to_string()))?;
+            Kind::with_defaults(name).ok_or_else(|| Error::UnknownQuantizer(excerpt(name)))?;
         let mut scale = WeightScale::None;
         for (i, (key, value)) in pairs.iter().enumerate() {
             if pairs[..i].iter().any(|(k, _)| k == key) {
                 return Err(Error::DuplicateParameter {
                     quantizer: kind.name(),
-                    key: key.to_string(),
+                    key: excerpt(key),
                 });
             }
             if *key == "scale" && kind.takes_scale() {

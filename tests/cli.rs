@@ -1,7 +1,10 @@
 //! The `lowbit` command, run as a user runs it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
 
 fn lowbit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lowbit"))
@@ -10,10 +13,12 @@ fn lowbit(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lowbit-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A directory of its own for a test, removed when it is dropped.
+fn dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("lowbit-cli-")
+        .tempdir()
+        .unwrap()
 }
 
 /// A .npy file as numpy writes it (version 1.0, C order).
@@ -61,12 +66,12 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn forward_and_backward_write_npy_of_the_input_shape() {
-    let d = dir("ok");
+    let d = dir();
     let (x, dy, y, dx) = (
-        d.join("x.npy"),
-        d.join("dy.npy"),
-        d.join("y.npy"),
-        d.join("dx.npy"),
+        d.path().join("x.npy"),
+        d.path().join("dy.npy"),
+        d.path().join("y.npy"),
+        d.path().join("dx.npy"),
     );
     let xs = [-1.5f32, 0.05, 0.2, 0.0, -0.0, 3.0];
     std::fs::write(&x, npy("<f4", &[2, 3], &f32_bytes(&xs), false)).unwrap();
@@ -110,8 +115,8 @@ fn forward_and_backward_write_npy_of_the_input_shape() {
 
 #[test]
 fn bf16_travels_as_u2_bit_patterns() {
-    let d = dir("bf16");
-    let (x, y) = (d.join("x.npy"), d.join("y.npy"));
+    let d = dir();
+    let (x, y) = (d.path().join("x.npy"), d.path().join("y.npy"));
     // bf16 bits of -1.5, 0.25, 2.0
     let bits: Vec<u8> = [0xBFC0u16, 0x3E80, 0x4000]
         .iter()
@@ -154,8 +159,8 @@ fn bf16_travels_as_u2_bit_patterns() {
 
 #[test]
 fn bad_input_exits_2_with_a_message_and_no_output() {
-    let d = dir("bad");
-    let good = d.join("x.npy");
+    let d = dir();
+    let good = d.path().join("x.npy");
     std::fs::write(&good, npy("<f4", &[4], &f32_bytes(&[1.0; 4]), false)).unwrap();
     // (name, file, SPEC, extra arguments, what the message says)
     type Case<'a> = (&'a str, Vec<u8>, &'a str, Vec<&'a str>, &'a str);
@@ -204,8 +209,8 @@ fn bad_input_exits_2_with_a_message_and_no_output() {
         ),
     ];
     for (name, bytes, spec, extra, message) in cases {
-        let x = d.join(format!("{name}.npy"));
-        let y = d.join(format!("{name}-out.npy"));
+        let x = d.path().join(format!("{name}.npy"));
+        let y = d.path().join(format!("{name}-out.npy"));
         std::fs::write(&x, bytes).unwrap();
         let mut args = vec![
             "forward",
@@ -223,7 +228,7 @@ fn bad_input_exits_2_with_a_message_and_no_output() {
         assert!(!y.exists(), "{name}: left an output behind");
     }
     // A gradient whose shape differs from the input's.
-    let dy = d.join("dy.npy");
+    let dy = d.path().join("dy.npy");
     std::fs::write(&dy, npy("<f4", &[2, 2], &f32_bytes(&[1.0; 4]), false)).unwrap();
     let out = lowbit(&[
         "backward",
@@ -233,10 +238,10 @@ fn bad_input_exits_2_with_a_message_and_no_output() {
         "--grad",
         path_str(&dy),
         "--output",
-        path_str(&d.join("o.npy")),
+        path_str(&d.path().join("o.npy")),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(!d.join("o.npy").exists());
+    assert!(!d.path().join("o.npy").exists());
 }
 
 #[test]
@@ -277,4 +282,282 @@ fn info_and_bench_run() {
     assert!(results.iter().all(
         |r| r["gb_per_s"].as_f64().unwrap() > 0.0 && r["ratio_to_copy"].as_f64().unwrap() > 0.0
     ));
+}
+
+/// A .npy file with `header` as it is, for headers numpy would not write.
+fn raw_npy(version: u8, header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = b"\x93NUMPY".to_vec();
+    out.extend_from_slice(&[version, 0]);
+    match version {
+        1 => out.extend_from_slice(&(header.len() as u16).to_le_bytes()),
+        _ => out.extend_from_slice(&(header.len() as u32).to_le_bytes()),
+    }
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn forward(spec: &str, input: &Path, output: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "forward",
+        spec,
+        "--input",
+        path_str(input),
+        "--output",
+        output,
+    ];
+    args.extend(extra);
+    lowbit(&args)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_empty_tensor_along_a_huge_axis_is_done_at_once() {
+    let d = dir();
+    let (x, y) = (d.path().join("x.npy"), d.path().join("y.npy"));
+    std::fs::write(&x, npy("<f4", &[0, 1 << 62], &[], false)).unwrap();
+    let out = forward("magnitude_aware_sign", &x, path_str(&y), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(&y).unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains("'shape': (0, 4611686018427387904)"));
+}
+
+#[test]
+fn headers_numpy_would_read_otherwise_or_refuse_exit_2() {
+    let d = dir();
+    let data = f32_bytes(&[1.0; 6]);
+    let cases = [
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), 'shape': (2, 3), }",
+        "{'descr': \"<f4', 'shape': (6,), 'x': '\", 'fortran_order': False, 'shape': (6,), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': ), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (,), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': ((2,3),), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (6)), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (06,), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (+6,), }",
+    ];
+    let many = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}6,), }}",
+        "1, ".repeat(64)
+    );
+    // ~22,000 dimensions: a header longer than version 1.0's 16 bits.
+    let huge = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}6,), }}",
+        "1, ".repeat(22_000)
+    );
+    let files: Vec<Vec<u8>> = cases
+        .iter()
+        .map(|h| raw_npy(1, h, &data))
+        .chain([raw_npy(1, &many, &data), raw_npy(2, &huge, &data)])
+        .collect();
+    for (i, bytes) in files.iter().enumerate() {
+        let (x, y) = (
+            d.path().join(format!("{i}.npy")),
+            d.path().join(format!("{i}-out.npy")),
+        );
+        std::fs::write(&x, bytes).unwrap();
+        let out = forward("ste_sign", &x, path_str(&y), &[]);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {}", stderr(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains("header") || message.contains("dtype"),
+            "case {i}: {message}"
+        );
+        assert!(!y.exists(), "case {i}: wrote an output");
+    }
+}
+
+/// The temporaries the command writes beside its output.
+fn temporaries(d: &Path) -> Vec<String> {
+    std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("lowbit") && n.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn special_files_are_written_in_place_and_symlinks_through() {
+    let d = dir();
+    let x = d.path().join("x.npy");
+    std::fs::write(&x, npy("<f4", &[3], &f32_bytes(&[-1.0, 0.5, 2.0]), false)).unwrap();
+    let want = {
+        let y = d.path().join("plain.npy");
+        assert!(forward("ste_sign", &x, path_str(&y), &[]).status.success());
+        std::fs::read(&y).unwrap()
+    };
+
+    // `-` is stdout; a symlink to it (here a pipe) is written through.
+    let out = forward("ste_sign", &x, "-", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, want);
+    let to_stdout = d.path().join("stdout.npy");
+    std::os::unix::fs::symlink("/dev/stdout", &to_stdout).unwrap();
+    let out = forward("ste_sign", &x, path_str(&to_stdout), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, want);
+    assert!(std::fs::symlink_metadata(&to_stdout).unwrap().is_symlink());
+
+    // A FIFO (as /dev/null, a device) stays what it is and gets the bytes.
+    let fifo = d.path().join("fifo.npy");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = forward("ste_sign", &x, path_str(&fifo), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "the FIFO was replaced by {kind:?}");
+    assert_eq!(reader.join().unwrap(), want);
+
+    // A symlink to a regular file: the target is replaced, keeping its
+    // permissions, and the link stays a link.
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    let (real, link) = (d.path().join("sub/real.npy"), d.path().join("link.npy"));
+    std::fs::write(&real, b"old").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = forward("ste_sign", &x, path_str(&link), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(std::fs::read(&real).unwrap(), want);
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+
+    // A symlink to nothing is not followed.
+    let dangling = d.path().join("dangling.npy");
+    std::os::unix::fs::symlink(d.path().join("nowhere.npy"), &dangling).unwrap();
+    let out = forward("ste_sign", &x, path_str(&dangling), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!d.path().join("nowhere.npy").exists());
+
+    assert!(
+        temporaries(d.path()).is_empty(),
+        "{:?}",
+        temporaries(d.path())
+    );
+    assert!(temporaries(&d.path().join("sub")).is_empty());
+}
+
+/// The temporary is created exclusively under a name no one can predict: a
+/// symlink planted under the name the command used to choose
+/// (`.y.npy.lowbit-<pid>.tmp`) is never written through.
+#[test]
+fn a_planted_symlink_does_not_redirect_the_output() {
+    let d = dir();
+    let (x, y) = (d.path().join("x.npy"), d.path().join("y.npy"));
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    // The input is a FIFO, so the command waits for it while the link is
+    // planted under its pid.
+    assert!(Command::new("mkfifo").arg(&x).status().unwrap().success());
+    let child = Command::new(env!("CARGO_BIN_EXE_lowbit"))
+        .args([
+            "forward",
+            "ste_sign",
+            "--input",
+            path_str(&x),
+            "--output",
+            path_str(&y),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let planted = d.path().join(format!(".y.npy.lowbit-{}.tmp", child.id()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    std::fs::write(&x, npy("<f4", &[2], &f32_bytes(&[-1.0, 1.0]), false)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(!std::fs::symlink_metadata(&y).unwrap().is_symlink());
+    assert_eq!(read_f32(&y), [-1.0, 1.0]);
+}
+
+#[test]
+fn noop_keeps_signalling_nans_in_every_dtype() {
+    let d = dir();
+    // (descr, --dtype, the bits of a signalling NaN and of a quiet one)
+    let cases: [(&str, &str, Vec<u8>); 3] = [
+        (
+            "<f4",
+            "f32",
+            [0x7F80_0001u32, 0xFFC0_1234]
+                .iter()
+                .flat_map(|b| b.to_le_bytes())
+                .collect(),
+        ),
+        (
+            "<f2",
+            "f16",
+            [0x7C01u16, 0xFE01]
+                .iter()
+                .flat_map(|b| b.to_le_bytes())
+                .collect(),
+        ),
+        (
+            "<u2",
+            "bf16",
+            [0x7F81u16, 0xFFC1]
+                .iter()
+                .flat_map(|b| b.to_le_bytes())
+                .collect(),
+        ),
+    ];
+    for (descr, dtype, bits) in cases {
+        let (x, y) = (
+            d.path().join(format!("{dtype}.npy")),
+            d.path().join(format!("{dtype}-y.npy")),
+        );
+        std::fs::write(&x, npy(descr, &[2], &bits, false)).unwrap();
+        let out = forward("noop(precision=8)", &x, path_str(&y), &["--dtype", dtype]);
+        assert!(out.status.success(), "{dtype}: {}", stderr(&out));
+        let written = std::fs::read(&y).unwrap();
+        assert_eq!(written[written.len() - bits.len()..], bits[..], "{dtype}");
+        let out = lowbit(&[
+            "backward",
+            "noop(precision=8)",
+            "--input",
+            path_str(&x),
+            "--grad",
+            path_str(&x),
+            "--output",
+            path_str(&y),
+            "--dtype",
+            dtype,
+        ]);
+        assert!(out.status.success(), "{dtype}: {}", stderr(&out));
+        let written = std::fs::read(&y).unwrap();
+        assert_eq!(
+            written[written.len() - bits.len()..],
+            bits[..],
+            "{dtype} backward"
+        );
+    }
+}
+
+#[test]
+fn bench_sizes_no_memory_can_hold_exit_2() {
+    for size in ["18446744073709551615", "10000000000000"] {
+        let out = lowbit(&[
+            "bench", "ste_sign", "--size", size, "--dtype", "f32", "--device", "cpu",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--size {size}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("--size"), "{}", stderr(&out));
+    }
 }

@@ -269,3 +269,94 @@ fn asking_for_cuda_where_it_cannot_run_says_why_and_auto_falls_back() {
         Err(e) => panic!("unexpected {e:?}"),
     }
 }
+
+#[test]
+fn errors_quote_the_value_as_typed() {
+    let cases = [
+        // f32 rounds these to 0, which the message used to show instead.
+        ("ste_sign(clip_value=1e-46)", "1e-46"),
+        ("swish_sign(beta=1e-50)", "1e-50"),
+        ("ste_tern(threshold_value=-1e-50)", "-1e-50"),
+        ("ste_sign(clip_value=-0.0)", "-0.0"),
+        ("swish_sign(beta=1e37)", "1e37"),
+        ("ede(progress=1.5)", "1.5"),
+        ("dorefa(k_bit=025)", "025"),
+        ("noop(precision=00)", "00"),
+    ];
+    for (spec, typed) in cases {
+        let e = parse_err(spec);
+        assert!(
+            matches!(&e, Error::InvalidParameter { value, .. } if value == typed),
+            "{spec}: {e:?}"
+        );
+    }
+    // −0 is a threshold of 0 and prints as one.
+    let q: Quantizer = "ste_tern(threshold_value=-0)".parse().unwrap();
+    assert!(q.to_string().contains("threshold_value=0.0,"), "{q}");
+}
+
+#[test]
+fn a_comma_alone_is_not_an_argument_list() {
+    for spec in ["ste_sign(,)", "ste_sign( , )", "ste_sign(clip_value=1.0,,)"] {
+        assert!(
+            matches!(parse_err(spec), Error::Syntax { .. }),
+            "{spec} parsed"
+        );
+    }
+    assert!("ste_sign(clip_value=1.0,)".parse::<Quantizer>().is_ok());
+    assert!("ste_sign()".parse::<Quantizer>().is_ok());
+}
+
+#[test]
+fn errors_quote_a_huge_spec_in_part() {
+    let big = "1".repeat(10 << 20);
+    let letters = "a".repeat(10 << 20);
+    let cases = [
+        format!("ste_sign({big}"),
+        format!("ste_sign(clip_value={big})"),
+        format!("ste_sign(clip_value=0.{big}x)"),
+        format!("x{letters}"),
+        format!("ste_sign({letters}=1)"),
+        format!("ste_sign(clip_value=1, clip_value={big})"),
+        format!("ste_sign(clip_value=1, {letters})"),
+    ];
+    for spec in &cases {
+        let message = parse_err(spec).to_string();
+        assert!(
+            message.len() < 400,
+            "{} bytes: {}…",
+            message.len(),
+            &message[..200]
+        );
+    }
+    let e = letters.parse::<lowbit::Device>().unwrap_err().to_string();
+    assert!(e.len() < 400);
+}
+
+/// `swish_sign`'s β is bounded where its f32 gradient stays finite: larger
+/// ones (1e37 gave −inf, and 0 where the true gradient is ~1) are refused.
+#[test]
+fn swish_sign_beta_is_bounded_where_its_gradient_is_finite() {
+    use lowbit::MAX_BETA;
+    assert!(Quantizer::new(Kind::SwishSign { beta: MAX_BETA }).is_ok());
+    for beta in [MAX_BETA.next_up(), 1e37, f32::MAX] {
+        assert!(
+            matches!(
+                Quantizer::new(Kind::SwishSign { beta }),
+                Err(Error::InvalidParameter { key: "beta", .. })
+            ),
+            "beta={beta}"
+        );
+    }
+    assert!(matches!(
+        parse_err("swish_sign(beta=1e37)"),
+        Error::InvalidParameter { key: "beta", .. }
+    ));
+    // At the bound, the largest |dy| the bound is stated for, every x.
+    let q = Quantizer::new(Kind::SwishSign { beta: MAX_BETA }).unwrap();
+    let x: Vec<f32> = (0..20_000).map(|i| (i as f32 - 10_000.0) * 1e-8).collect();
+    let dx = q
+        .backward_vec(&x, &vec![3.8e30f32; x.len()], &[x.len()])
+        .unwrap();
+    assert!(dx.iter().all(|g| g.is_finite()));
+}

@@ -180,3 +180,72 @@ proptest! {
         prop_assert_eq!(back.to_string(), q.to_string());
     }
 }
+
+/// A SPEC either parses to a quantizer that prints and parses back to
+/// itself, or is an error whose message is short; never a panic.
+fn parses_exactly_or_refuses(spec: &str) -> Result<(), TestCaseError> {
+    match parse(spec) {
+        Ok(q) => {
+            let back = parse(&q.to_string());
+            prop_assert_eq!(back.as_ref(), Ok(&q), "{} -> {}", spec, q);
+            prop_assert_eq!(back.unwrap().to_string(), q.to_string());
+        }
+        Err(e) => prop_assert!(e.to_string().len() < 600, "{}", e),
+    }
+    Ok(())
+}
+
+const VALID: &[&str] = &[
+    "ste_sign(clip_value=1.0)",
+    "ste_tern(threshold_value=0.2, ternary_weight_networks=True, clip_value=none)",
+    "swish_sign(beta=5.0, scale=first_axis)",
+    "dorefa(k_bit=3, mode='weights')",
+    "ste_heaviside(clip_value=0.5, unipolar=true)",
+    "ede(progress=0.5)",
+    "noop(precision=8)",
+    "magnitude_aware_sign",
+    "approx_sign()",
+    "rsign",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn random_text_parses_exactly_or_is_refused(spec in "\\PC{0,40}") {
+        parses_exactly_or_refuses(&spec)?;
+    }
+
+    #[test]
+    fn spec_like_text_parses_exactly_or_is_refused(
+        spec in "[a-z_]{0,12}(\\((([a-z_]{1,14}|[ ,=()'\"]){0,3}=[-+0-9.eEnoaINFtrufls_']{0,10},?){0,3}\\)?)?",
+    ) {
+        parses_exactly_or_refuses(&spec)?;
+    }
+
+    #[test]
+    fn mutated_specs_parse_exactly_or_are_refused(
+        base in prop::sample::select(VALID),
+        edits in prop::collection::vec(
+            (any::<prop::sample::Index>(), prop::sample::select(vec![
+                "", "(", ")", ",", "=", " ", "'", "\"", "0", "1", "-", "+", ".", "e", "e-50",
+                "e40", "_", "none", "True", "nan", "inf", "clip_value=1", "x", "\u{e9}",
+            ]), any::<bool>()),
+            1..4,
+        ),
+    ) {
+        let mut spec = base.to_string();
+        for (at, text, replace) in edits {
+            let boundaries: Vec<usize> =
+                (0..=spec.len()).filter(|&i| spec.is_char_boundary(i)).collect();
+            let at = boundaries[at.index(boundaries.len())];
+            let end = if replace {
+                spec[at..].chars().next().map_or(at, |c| at + c.len_utf8())
+            } else {
+                at
+            };
+            spec.replace_range(at..end, text);
+        }
+        parses_exactly_or_refuses(&spec)?;
+    }
+}

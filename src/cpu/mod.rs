@@ -9,6 +9,7 @@
 
 pub(crate) mod bits;
 pub(crate) mod mask;
+pub(crate) mod pool;
 mod reduce;
 pub(crate) mod rsign;
 

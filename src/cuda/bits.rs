@@ -194,7 +194,11 @@ pub struct DeviceFlipRatio {
 impl DeviceFlipRatio {
     /// The metric for tensors of `shape`, its state allocated on `stream`.
     pub fn new(stream: &Arc<CudaStream>, shape: &[usize]) -> Result<Self> {
-        let tracker = Tracker::new(shape)?;
+        Self::with_tracker(stream, Tracker::new(shape)?)
+    }
+
+    /// The device state for `tracker`'s shape.
+    pub(crate) fn with_tracker(stream: &Arc<CudaStream>, tracker: Tracker) -> Result<Self> {
         // At least one word: a zero-byte allocation is an error on some drivers.
         let words = tracker.rows().packed_len().max(1);
         let alloc = driver("cuMemAllocAsync");

@@ -124,27 +124,36 @@ pub(crate) fn layout(
         return rsign_layout(dir, len, channels);
     }
     let blocks = LOWBIT_REDUCE_BLOCKS as usize;
+    let none = Layout {
+        reduced: 0,
+        bytes: 0,
+    };
+    // An empty tensor launches nothing (see `plan`), and its channel count,
+    // bounded by no buffer, must not size the workspace.
+    if len == 0 {
+        return none;
+    }
+    // Sizes saturate instead of wrapping: a shape whose scratch does not fit
+    // in `usize` asks for a workspace no allocation can give.
     let (partials, reduced) = match reduction(q, dir) {
-        Reduction::None => {
-            return Layout {
-                reduced: 0,
-                bytes: 0,
-            };
-        }
+        Reduction::None => return none,
         Reduction::TwnThreshold => (blocks * 8, 4),
         Reduction::MaxAbsTanh => (blocks * 4, 4),
         // The header bounds the per-channel partials by grid size + channels.
         Reduction::ChannelMeanAbs => {
             let grid = blocks * LOWBIT_REDUCE_THREADS as usize;
-            ((grid + channels).min(len.max(1)) * 8, channels.max(1) * 4)
+            (
+                grid.saturating_add(channels).min(len).saturating_mul(8),
+                channels.max(1).saturating_mul(4),
+            )
         }
         // No partials: one block sums a whole row.
-        Reduction::RowMeanAbs => (0, rows(len, inner).max(1) * 4),
+        Reduction::RowMeanAbs => (0, rows(len, inner).max(1).saturating_mul(4)),
     };
-    let offset = partials.div_ceil(ALIGN) * ALIGN;
+    let offset = partials.div_ceil(ALIGN).saturating_mul(ALIGN);
     Layout {
         reduced: offset,
-        bytes: offset + reduced,
+        bytes: offset.saturating_add(reduced),
     }
 }
 
@@ -401,7 +410,9 @@ pub(crate) fn rsign_layout(dir: Direction, len: usize, channels: usize) -> Layou
         Direction::Forward => 0,
         Direction::Backward => {
             let rows = len.checked_div(channels).unwrap_or(0);
-            channel_groups(rows, channels) * channels * 8
+            channel_groups(rows, channels)
+                .saturating_mul(channels)
+                .saturating_mul(8)
         }
     };
     Layout {
@@ -612,6 +623,32 @@ mod tests {
         assert_eq!(p.channels, 64);
         // 6400 partial sums (no more than the tensor has), then 64 scales.
         assert!(lay.reduced >= 6400 * 8 && lay.bytes >= lay.reduced + 64 * 4);
+    }
+
+    #[test]
+    fn a_shape_alone_never_sizes_a_wrapped_or_unbounded_workspace() {
+        let mas = q("magnitude_aware_sign");
+        for dir in [Direction::Forward, Direction::Backward] {
+            // [0, 1 << 62]: no elements, so no scratch for its channels.
+            assert_eq!(layout(&mas, dir, 0, 1 << 62, 0).bytes, 0);
+            // [usize::MAX] (no buffer has been seen yet): the size saturates
+            // where it would wrap round to a small workspace.
+            assert_eq!(
+                layout(&mas, dir, usize::MAX, usize::MAX, 1).bytes,
+                usize::MAX
+            );
+            let rsign = q("rsign");
+            assert_eq!(layout(&rsign, dir, 0, 1 << 62, 0).bytes, 0);
+        }
+        let rows = q("ste_sign(scale=first_axis)");
+        assert_eq!(
+            layout(&rows, Direction::Forward, usize::MAX, 1, 1).bytes,
+            usize::MAX
+        );
+        assert_eq!(
+            rsign_layout(Direction::Backward, usize::MAX, usize::MAX).bytes,
+            usize::MAX
+        );
     }
 
     #[test]

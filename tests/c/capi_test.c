@@ -1,9 +1,17 @@
 /* Links lowbit through its C ABI, runs each quantizer on host memory and
- * checks the results against values computed here, then the error paths.
+ * checks the results against values computed here, then the error paths,
+ * calls from a forked child and from a thread-exit handler.
  * Built and run by tests/capi.rs. Prints "N passed, N failed". */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "lowbit.h"
 
@@ -246,6 +254,137 @@ static void thresholds(void) {
     lowbit_quantizer_free(q);
 }
 
+/* Sizes the ABI can refuse before it touches memory: a tensor larger than
+ * any buffer, and an ndim far beyond any shape array. */
+static void hostile_sizes(void) {
+    lowbit_quantizer *q = (lowbit_quantizer *)&passed; /* not NULL: must be reset */
+    CHECK(lowbit_quantizer_new("ste_sgn", &q) == LOWBIT_ERR_SPEC && q == NULL,
+          "a failed new sets *out to NULL");
+    q = (lowbit_quantizer *)&passed;
+    CHECK(lowbit_quantizer_new(NULL, &q) == LOWBIT_ERR_NULL && q == NULL, "also for a NULL spec");
+
+    q = make("ste_sign");
+    float x[4] = {1, 2, 3, 4}, y[4] = {7, 7, 7, 7};
+    uint32_t mask[1];
+    size_t one[1] = {4};
+    /* (1 << 62) floats are 2^64 bytes, (1 << 61) are 2^63: neither fits. */
+    size_t sizes[][2] = {{(size_t)1 << 62, 1}, {(size_t)1 << 61, 1}, {1, (size_t)1 << 61}};
+    for (int i = 0; i < 3; i++) {
+        size_t *s = sizes[i];
+        CHECK(lowbit_forward(q, LOWBIT_F32, x, y, s, 2) == LOWBIT_ERR_SHAPE, "forward %zu x %zu: %s", s[0], s[1], lowbit_last_error());
+        CHECK(lowbit_backward(q, LOWBIT_F32, x, x, y, s, 2) == LOWBIT_ERR_SHAPE, "backward %zu", s[0]);
+        CHECK(lowbit_forward_with_mask(q, LOWBIT_F32, x, y, mask, NULL, s, 2) == LOWBIT_ERR_SHAPE, "masked %zu", s[0]);
+        CHECK(lowbit_backward_from_mask(q, LOWBIT_F32, mask, NULL, x, y, s, 2) == LOWBIT_ERR_SHAPE, "from mask %zu", s[0]);
+        CHECK(lowbit_forward_device(q, LOWBIT_F32, x, y, s, 2, NULL) == LOWBIT_ERR_SHAPE, "device %zu: %s", s[0], lowbit_last_error());
+    }
+    size_t f16_too_big[1] = {(size_t)1 << 62}; /* 2^63 bytes of f16 */
+    CHECK(lowbit_forward(q, LOWBIT_F16, x, y, f16_too_big, 1) == LOWBIT_ERR_SHAPE, "f16: %s", lowbit_last_error());
+    /* ndim is checked before `shape` is read: one[] holds a single size. */
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, one, SIZE_MAX) == LOWBIT_ERR_SHAPE, "ndim SIZE_MAX");
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, one, (size_t)1 << 40) == LOWBIT_ERR_SHAPE, "ndim 2^40");
+    CHECK(strstr(lowbit_last_error(), "LOWBIT_MAX_NDIM") != NULL, "message: %s", lowbit_last_error());
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, one, LOWBIT_MAX_NDIM + 1) == LOWBIT_ERR_SHAPE, "ndim 65");
+    size_t ones[LOWBIT_MAX_NDIM];
+    for (int i = 0; i < LOWBIT_MAX_NDIM; i++) ones[i] = 1;
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, ones, LOWBIT_MAX_NDIM) == LOWBIT_OK && y[0] == 1.0f, "64 dimensions: %s", lowbit_last_error());
+    CHECK(y[1] == 7 && y[2] == 7 && y[3] == 7, "nothing written past the tensor");
+    size_t scale_len = 0;
+    CHECK(lowbit_saved_scale_len(q, one, SIZE_MAX, &scale_len) == LOWBIT_ERR_SHAPE, "saved_scale_len ndim");
+    lowbit_quantizer_free(q);
+
+    q = make("rsign");
+    CHECK(lowbit_forward_with_thresholds(q, LOWBIT_F32, x, x, y, sizes[0], 2) == LOWBIT_ERR_SHAPE, "rsign");
+    CHECK(lowbit_forward_with_thresholds(q, LOWBIT_F32, x, x, y, sizes[2], 2) == LOWBIT_ERR_SHAPE, "rsign alpha 2^61");
+    CHECK(lowbit_forward_with_thresholds_device(q, LOWBIT_F32, x, x, y, sizes[0], 2, NULL) == LOWBIT_ERR_SHAPE, "rsign device");
+    lowbit_quantizer_free(q);
+
+    /* An empty tensor along a huge axis is done at once, nothing allocated. */
+    q = make("magnitude_aware_sign");
+    size_t empty_wide[2] = {0, (size_t)1 << 62};
+    CHECK(lowbit_forward(q, LOWBIT_F32, NULL, NULL, empty_wide, 2) == LOWBIT_OK, "(0, 2^62): %s", lowbit_last_error());
+    lowbit_quantizer_free(q);
+}
+
+/* A call from a pthread key destructor, which runs after the thread's Rust
+ * thread-locals (lowbit's last-error slot among them) are gone. */
+static pthread_key_t exit_key;
+static lowbit_status exit_failing = LOWBIT_OK, exit_working = LOWBIT_ERR_INTERNAL;
+static const char *exit_message;
+static float exit_y[4];
+
+static void on_thread_exit(void *arg) {
+    lowbit_quantizer *q = arg;
+    float x[4] = {-2, -0.5f, 0.5f, 2};
+    size_t shape[1] = {4};
+    exit_failing = lowbit_forward(q, LOWBIT_F32, NULL, exit_y, shape, 1);
+    exit_message = lowbit_last_error();
+    exit_working = lowbit_forward(q, LOWBIT_F32, x, exit_y, shape, 1);
+}
+
+static void *exiting_thread(void *arg) {
+    /* A failure first, so that this thread's error slot exists and is
+     * destroyed before the key's destructor runs. */
+    float y[1];
+    size_t shape[1] = {1};
+    lowbit_forward(arg, LOWBIT_F32, NULL, y, shape, 1);
+    pthread_setspecific(exit_key, arg);
+    return NULL;
+}
+
+static void thread_exit(void) {
+    lowbit_quantizer *q = make("ste_sign");
+    pthread_t t;
+    CHECK(pthread_key_create(&exit_key, on_thread_exit) == 0, "pthread_key_create");
+    CHECK(pthread_create(&t, NULL, exiting_thread, q) == 0, "pthread_create");
+    pthread_join(t, NULL);
+    CHECK(exit_failing == LOWBIT_ERR_NULL, "a failing call at thread exit: %d", exit_failing);
+    CHECK(exit_message != NULL, "lowbit_last_error at thread exit is a string");
+    CHECK(exit_working == LOWBIT_OK, "a working call at thread exit: %d", exit_working);
+    CHECK(exit_y[0] == -1 && exit_y[1] == -1 && exit_y[2] == 1 && exit_y[3] == 1, "its results");
+    pthread_key_delete(exit_key);
+    lowbit_quantizer_free(q);
+}
+
+/* After the parent has used lowbit (its worker threads started), a forked
+ * child has none of them: its calls must still work. The parent waits with
+ * a timeout, so a hang fails instead of hanging the test. */
+static void forked_child(void) {
+    enum { N = 1 << 20 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    for (int i = 0; i < N; i++) x[i] = (float)(i % 7) - 3.0f;
+    size_t shape[2] = {N / 64, 64};
+    lowbit_quantizer *q = make("ste_sign"), *m = make("magnitude_aware_sign");
+    CHECK(lowbit_forward(q, LOWBIT_F32, x, y, shape, 2) == LOWBIT_OK, "parent: %s", lowbit_last_error());
+    CHECK(lowbit_forward(m, LOWBIT_F32, x, y, shape, 2) == LOWBIT_OK, "parent mas");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int ok = lowbit_forward(q, LOWBIT_F32, x, y, shape, 2) == LOWBIT_OK;
+        for (int i = 0; i < N; i++) ok &= y[i] == sign_(x[i]);
+        ok &= lowbit_forward(m, LOWBIT_F32, x, y, shape, 2) == LOWBIT_OK;
+        _exit(ok ? 0 : 1);
+    }
+    CHECK(pid > 0, "fork");
+    int status = 0;
+    pid_t done = 0;
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    for (int waited = 0; pid > 0 && done == 0 && waited < 3000; waited++) {
+        done = waitpid(pid, &status, WNOHANG);
+        if (done == 0) nanosleep(&tick, NULL);
+    }
+    if (pid > 0 && done == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        CHECK(0, "the forked child's call hung (killed after 30 s)");
+    } else {
+        CHECK(done == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0, "the forked child's calls failed");
+    }
+    lowbit_quantizer_free(q);
+    lowbit_quantizer_free(m);
+    free(x);
+    free(y);
+}
+
 int main(void) {
     elementwise("ste_sign", sign_, ste_);
     elementwise("approx_sign", sign_, approx_);
@@ -259,6 +398,9 @@ int main(void) {
     errors();
     masks();
     thresholds();
+    hostile_sizes();
+    thread_exit();
+    forked_child();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -107,16 +107,31 @@ fn time_cpu(repeats: usize, mut f: impl FnMut() -> Result<(), Fail>) -> Result<f
     Ok(median(ms))
 }
 
-fn input<T: Element>(n: usize, seed: u32) -> Vec<T> {
+/// `n` copies of `value`, or an error where the memory cannot be had:
+/// `--size` is the user's, so an allocation sized from it must fail as an
+/// error, not abort the process.
+fn buffer<T: Clone>(n: usize, value: T) -> Result<Vec<T>, Fail> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Fail(format!(
+            "cannot allocate {n} elements of {} bytes for --size",
+            std::mem::size_of::<T>()
+        ))
+    })?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+fn input<T: Element>(n: usize, seed: u32) -> Result<Vec<T>, Fail> {
+    let mut v = buffer(n, T::default())?;
     let mut s = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            T::from_f32((s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0)
-        })
-        .collect()
+    for x in &mut v {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        *x = T::from_f32((s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0);
+    }
+    Ok(v)
 }
 
 /// Progress on stderr, so that stdout stays a table or JSON.
@@ -135,15 +150,15 @@ fn cpu<T: Element>(
     step: &mut usize,
     total: usize,
 ) -> Result<(), Fail> {
-    let x = input::<T>(n, 1);
-    let dy = input::<T>(n, 2);
-    let mut out = vec![T::default(); n];
+    let x = input::<T>(n, 1)?;
+    let dy = input::<T>(n, 2)?;
+    let mut out = buffer(n, T::default())?;
     let shape = [n / CHANNELS, CHANNELS];
     let size = std::mem::size_of::<T>();
     // Copies of the same bytes: half read, half written.
     let copy = |bytes: usize| -> Result<f64, Fail> {
-        let src = vec![1u8; bytes / 2];
-        let mut dst = vec![0u8; bytes / 2];
+        let src = buffer(bytes / 2, 1u8)?;
+        let mut dst = buffer(bytes / 2, 0u8)?;
         time_cpu(args.repeats, || {
             dst.par_chunks_mut(1 << 16)
                 .zip(src.par_chunks(1 << 16))
@@ -197,8 +212,8 @@ fn gpu<T: Element>(
         time(&mut || Ok(stream.memcpy_dtod(&src, &mut dst)?))
     };
     let (copy2, copy3) = (copy(2 * n * size)?, copy(3 * n * size)?);
-    let x: CudaSlice<T> = stream.clone_htod(&input::<T>(n, 1))?;
-    let dy: CudaSlice<T> = stream.clone_htod(&input::<T>(n, 2))?;
+    let x: CudaSlice<T> = stream.clone_htod(&input::<T>(n, 1)?)?;
+    let dy: CudaSlice<T> = stream.clone_htod(&input::<T>(n, 2)?)?;
     // SAFETY: every kernel writes all of `out` before anything reads it.
     let mut out: CudaSlice<T> = unsafe { stream.alloc(n) }?;
     let mut ws = Workspace::new();
@@ -274,6 +289,16 @@ pub fn run(args: Args) -> Result<(), Fail> {
     let n = args.size / CHANNELS * CHANNELS;
     if n == 0 {
         return Err(Fail(format!("--size must be at least {CHANNELS}")));
+    }
+    // The largest buffer is the copy of three f32 tensors' bytes; the byte
+    // counts below are then computed without overflow.
+    if n.checked_mul(3 * std::mem::size_of::<f32>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(Fail(format!(
+            "--size {} is more than any buffer can hold",
+            args.size
+        )));
     }
     let backend = backend(args.device.as_deref())?;
     let total = specs.len() * dtypes.len();

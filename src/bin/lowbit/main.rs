@@ -8,11 +8,14 @@
 //! ```
 //!
 //! Errors print `lowbit: error: ...` and exit with status 2, leaving no
-//! output file behind.
+//! output file behind. `--output -` writes to stdout; a device or a pipe
+//! (`/dev/null`, `/dev/stdout`) is written in place, a regular file (or
+//! the file a symlink names) is replaced atomically.
 
 mod bench;
 mod npy;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -180,40 +183,58 @@ fn read(path: &Path) -> Result<Npy, Fail> {
     Npy::parse(&bytes).map_err(|e| Fail(format!("{}: {e}", path.display())))
 }
 
-fn elements<T: Element>(a: &Npy) -> Vec<T> {
+/// An element as a file holds it: its own little-endian bits, never a value
+/// converted through `f32`, which would quiet a signalling NaN that `noop`
+/// must pass through unchanged.
+trait FileElement: Element {
+    fn from_le(bytes: &[u8]) -> Self;
+    fn put_le(self, out: &mut Vec<u8>);
+}
+
+impl FileElement for f32 {
+    fn from_le(bytes: &[u8]) -> Self {
+        f32::from_bits(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    }
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bits().to_le_bytes());
+    }
+}
+
+impl FileElement for f16 {
+    fn from_le(bytes: &[u8]) -> Self {
+        f16::from_bits(u16::from_le_bytes(bytes.try_into().expect("2 bytes")))
+    }
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bits().to_le_bytes());
+    }
+}
+
+impl FileElement for bf16 {
+    fn from_le(bytes: &[u8]) -> Self {
+        bf16::from_bits(u16::from_le_bytes(bytes.try_into().expect("2 bytes")))
+    }
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bits().to_le_bytes());
+    }
+}
+
+fn elements<T: FileElement>(a: &Npy) -> Vec<T> {
     // The data length was checked against the shape when the file was read.
-    let size = std::mem::size_of::<T>();
     a.data
-        .chunks_exact(size)
-        .map(|b| match size {
-            4 => T::from_f32(f32::from_le_bytes(b.try_into().unwrap())),
-            _ => from_bits::<T>(u16::from_le_bytes(b.try_into().unwrap())),
-        })
+        .chunks_exact(std::mem::size_of::<T>())
+        .map(T::from_le)
         .collect()
 }
 
-fn from_bits<T: Element>(bits: u16) -> T {
-    match T::DTYPE {
-        DType::F16 => T::from_f32(f16::from_bits(bits).to_f32()),
-        _ => T::from_f32(bf16::from_bits(bits).to_f32()),
+fn to_bytes<T: FileElement>(v: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(std::mem::size_of_val(v));
+    for &x in v {
+        x.put_le(&mut out);
     }
+    out
 }
 
-fn to_bytes<T: Element>(v: &[T]) -> Vec<u8> {
-    match T::DTYPE {
-        DType::F32 => v.iter().flat_map(|x| x.to_f32().to_le_bytes()).collect(),
-        DType::F16 => v
-            .iter()
-            .flat_map(|x| f16::from_f32(x.to_f32()).to_bits().to_le_bytes())
-            .collect(),
-        DType::BF16 => v
-            .iter()
-            .flat_map(|x| bf16::from_f32(x.to_f32()).to_bits().to_le_bytes())
-            .collect(),
-    }
-}
-
-fn compute<T: Element>(
+fn compute<T: FileElement>(
     backend: &Backend,
     q: &Quantizer,
     x: &Npy,
@@ -258,28 +279,72 @@ fn run(
         DType::BF16 => compute::<bf16>(&backend, &q, &x, dy.as_ref())?,
     };
     let out = Npy { data, ..x };
-    write_atomically(output, &out.to_bytes())
+    let bytes = out.to_bytes()?;
+    write_output(output, &bytes).map_err(|e| Fail(format!("{}: {e}", output.display())))
 }
 
-/// Writes to a temporary file beside `path` and renames it into place, so a
-/// failure never leaves a partial output.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Fail> {
+/// Writes the output where `path` says, never leaving half a file behind
+/// and never replacing what is not a regular file.
+///
+/// - `-` is stdout.
+/// - A device, pipe or socket (`/dev/null`, `/dev/stdout` on a pipe) is
+///   written in place: renaming over it would replace the node itself.
+/// - A regular file, or one that does not exist yet, is replaced atomically:
+///   the bytes go to an exclusively created temporary with an unpredictable
+///   name in the same directory, which is then renamed over it. A symlink
+///   to a regular file is written through: its target is replaced.
+fn write_output(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        return out.flush();
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(Error::new(ErrorKind::IsADirectory, "is a directory")),
+        Ok(m) if !m.is_file() => {
+            let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+            f.write_all(bytes)?;
+            f.flush()
+        }
+        Ok(m) => replace_file(&std::fs::canonicalize(path)?, bytes, Some(m.permissions())),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                // Following it would create a file wherever it points.
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    "a symlink to nothing; not followed",
+                ));
+            }
+            replace_file(path, bytes, None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces (or creates) the regular file `path` with `bytes` in one rename.
+/// A replaced file keeps its permissions; a new one gets 0666 less umask,
+/// as any other created file.
+fn replace_file(
+    path: &Path,
+    bytes: &[u8],
+    permissions: Option<std::fs::Permissions>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Fail(format!("{}: not a file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.lowbit-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Fail(format!("{}: {e}", path.display())));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".lowbit-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    if let Some(p) = permissions {
+        tmp.as_file().set_permissions(p)?;
     }
-    Ok(())
+    tmp.as_file().sync_all()?;
+    // On error the temporary is dropped, which removes it.
+    tmp.persist(path).map(drop).map_err(|e| e.error)
 }
