@@ -432,8 +432,11 @@ fn device_mask_views_offset_by_one(b: &Backend) -> Result<(), String> {
     Ok(())
 }
 
-/// Offsets by one element (unaligned for the 16-byte path), on a stream of
-/// the caller's, through cudarc views.
+/// Backward passes on cudarc views at offsets that move the buffers off
+/// the kernels' 16-byte vector boundary, each buffer on its own: x and dy
+/// one f16 in and dx two (no two alike), and x and dx aligned alike with dy
+/// alone off by one (and the reverse), where a vector access on a buffer
+/// the kernel did not check would be misaligned.
 #[cfg(lowbit_cuda)]
 fn device_views_offset_by_one(b: &Backend) -> Result<(), String> {
     let Some(cuda) = b.as_cuda() else {
@@ -442,36 +445,41 @@ fn device_views_offset_by_one(b: &Backend) -> Result<(), String> {
     let err = |e: cudarc::driver::DriverError| format!("{e:?}");
     let stream = cuda.context().new_stream().map_err(err)?;
     let n = 10_007;
-    for spec in SPECS {
-        let q: Quantizer = spec.parse().unwrap();
-        let x = random::<f16>(n + 1, 5, !reduces(spec));
-        let dy = random::<f16>(n + 1, 6, true);
-        let xd = stream.clone_htod(&x).map_err(err)?;
-        let dyd = stream.clone_htod(&dy).map_err(err)?;
-        let mut out = stream.alloc_zeros::<f16>(n + 2).map_err(err)?;
-        let mut ws = lowbit::cuda::Workspace::new();
-        let shape = [n];
-        cuda.backward(
-            &q,
-            &stream,
-            &xd.slice(1..),
-            &dyd.slice(1..),
-            &shape,
-            &mut out.slice_mut(2..),
-            &mut ws,
-        )
-        .map_err(|e| e.to_string())?;
-        let got = stream.clone_dtoh(&out).map_err(err)?;
-        let want = q.backward_vec(&x[1..], &dy[1..], &shape).unwrap();
-        for i in 0..n {
-            let (g, w) = (got[i + 2].to_f32(), want[i].to_f32());
-            let close = (g - w).abs() <= tolerance(spec, true) as f32 * (1.0 + w.abs());
-            if !(g.to_bits() == w.to_bits() || g.is_nan() && w.is_nan() || close) {
-                return Err(format!("{spec}: dx[{i}] = {g:e}, the CPU gives {w:e}"));
+    for (ox, ody, odx) in [(1, 1, 2), (0, 1, 0), (1, 0, 1)] {
+        for spec in SPECS {
+            let q: Quantizer = spec.parse().unwrap();
+            let x = random::<f16>(n + ox, 5, !reduces(spec));
+            let dy = random::<f16>(n + ody, 6, true);
+            let xd = stream.clone_htod(&x).map_err(err)?;
+            let dyd = stream.clone_htod(&dy).map_err(err)?;
+            let mut out = stream.alloc_zeros::<f16>(n + odx).map_err(err)?;
+            let mut ws = lowbit::cuda::Workspace::new();
+            let shape = [n];
+            cuda.backward(
+                &q,
+                &stream,
+                &xd.slice(ox..),
+                &dyd.slice(ody..),
+                &shape,
+                &mut out.slice_mut(odx..),
+                &mut ws,
+            )
+            .map_err(|e| e.to_string())?;
+            let got = stream.clone_dtoh(&out).map_err(err)?;
+            let want = q.backward_vec(&x[ox..], &dy[ody..], &shape).unwrap();
+            for i in 0..n {
+                let (g, w) = (got[i + odx].to_f32(), want[i].to_f32());
+                let close = (g - w).abs() <= tolerance(spec, true) as f32 * (1.0 + w.abs());
+                if !(g.to_bits() == w.to_bits() || g.is_nan() && w.is_nan() || close) {
+                    return Err(format!(
+                        "{spec}, offsets {:?}: dx[{i}] = {g:e}, the CPU gives {w:e}",
+                        (ox, ody, odx)
+                    ));
+                }
             }
-        }
-        if got[..2].iter().any(|v| v.to_f32() != 0.0) {
-            return Err(format!("{spec}: wrote before the output view"));
+            if got[..odx].iter().any(|v| v.to_f32() != 0.0) {
+                return Err(format!("{spec}: wrote before the output view"));
+            }
         }
     }
     Ok(())
