@@ -1,34 +1,51 @@
-//! Compiles `kernels/*.cu` to PTX with nvcc and generates the Rust side of
-//! `kernels/lowbit.h` with bindgen, both into `OUT_DIR`. On success it sets
-//! `cfg(lowbit_cuda)`, which compiles the CUDA backend in.
+//! Compiles `kernels/*.cu` to PTX with NVRTC (NVIDIA's CUDA C++ compiler
+//! as a library) and generates the Rust side of `kernels/lowbit.h` with
+//! bindgen, both into `OUT_DIR`. On success it sets `cfg(lowbit_cuda)`,
+//! which compiles the CUDA backend in.
 //!
-//! Without nvcc (or libclang for bindgen) the crate builds for the CPU alone
-//! and says so in a `cargo:warning`; `LOWBIT_REQUIRE_CUDA=1` turns that into
-//! a build failure, for CI and for users who must not silently lose the GPU.
+//! The PTX ISA version follows the compiler's release, and a driver loads
+//! only the ISA versions of its release and older: NVRTC 12.0 (the pinned
+//! toolchain, `scripts/cuda-toolchain.sh`) emits PTX ISA 8.0, which every
+//! CUDA 12 and 13 driver (R525 and later) loads.
 //!
-//! Environment: `NVCC` (the compiler), else `CUDA_HOME`, `CUDA_PATH`,
-//! `CUDA_ROOT` (their `bin/nvcc`), else `PATH`; `LOWBIT_CUDA_ARCH` (the PTX
-//! virtual architecture, default `compute_75`).
+//! Without NVRTC (or libclang for bindgen) the crate builds for the CPU
+//! alone and says so in a `cargo:warning`; `LOWBIT_REQUIRE_CUDA=1` turns
+//! that into a build failure, for CI and for users who must not silently
+//! lose the GPU.
+//!
+//! Environment: `LOWBIT_NVRTC` (the libnvrtc shared library) and
+//! `LOWBIT_CUDA_INCLUDE` (the directory of `cuda_fp16.h`), else a CUDA
+//! toolkit's under `CUDA_HOME`, `CUDA_PATH`, `CUDA_ROOT` or
+//! `/usr/local/cuda`; `LOWBIT_CUDA_ARCH` (the PTX virtual architecture,
+//! default `compute_75`).
 
 use std::env;
+use std::ffi::{CStr, CString, c_char, c_int};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// One PTX module per kernel family, `kernels/<name>.cu`.
 const MODULES: &[&str] = &["elementwise", "reduce", "bits", "mask"];
 const DEFAULT_ARCH: &str = "compute_75";
 
+/// NVRTC has no C library headers; the kernels need only the fixed-width
+/// integer types, which are these on every CUDA target.
+const STDINT_H: &str = "#pragma once
+typedef signed char int8_t; typedef short int16_t; typedef int int32_t; typedef long long int64_t;
+typedef unsigned char uint8_t; typedef unsigned short uint16_t; typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t; typedef unsigned long long uintptr_t;
+";
+
 fn main() {
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=build.rs");
     for var in [
-        "NVCC",
+        "LOWBIT_NVRTC",
+        "LOWBIT_CUDA_INCLUDE",
         "CUDA_HOME",
         "CUDA_PATH",
         "CUDA_ROOT",
-        "PATH",
         "LOWBIT_CUDA_ARCH",
         "LOWBIT_REQUIRE_CUDA",
         "LIBCLANG_PATH",
@@ -39,9 +56,11 @@ fn main() {
 
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     match build_cuda(&out) {
-        Ok(arch) => {
+        Ok(built) => {
             println!("cargo:rustc-cfg=lowbit_cuda");
-            println!("cargo:rustc-env=LOWBIT_PTX_ARCH={arch}");
+            println!("cargo:rustc-env=LOWBIT_PTX_ARCH={}", built.arch);
+            println!("cargo:rustc-env=LOWBIT_PTX_ISA={}", built.isa);
+            println!("cargo:rustc-env=LOWBIT_PTX_COMPILER={}", built.compiler);
         }
         Err(reason) if env::var("LOWBIT_REQUIRE_CUDA").is_ok_and(|v| v == "1") => {
             eprintln!("error: LOWBIT_REQUIRE_CUDA=1 but the CUDA kernels did not build: {reason}");
@@ -53,43 +72,43 @@ fn main() {
     }
 }
 
-/// Builds the PTX modules and the bindings; returns the PTX architecture.
-fn build_cuda(out: &Path) -> Result<String, String> {
-    let nvcc = find_nvcc().ok_or(
-        "nvcc not found (set NVCC, or CUDA_HOME/CUDA_PATH/CUDA_ROOT, or put nvcc on PATH)",
-    )?;
-    let arch = env::var("LOWBIT_CUDA_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
-    // A toolkit from PyPI keeps cuda_fp16.h and friends in ../include beside
-    // bin/, where nvcc does not look by itself.
-    let include = nvcc
-        .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("include"));
+struct Built {
+    arch: String,
+    /// The `.version` of the PTX, e.g. `8.0`.
+    isa: String,
+    compiler: String,
+}
 
+/// Builds the PTX modules and the bindings.
+fn build_cuda(out: &Path) -> Result<Built, String> {
+    let toolkit = find_toolkit().ok_or(
+        "NVRTC not found (set LOWBIT_NVRTC and LOWBIT_CUDA_INCLUDE, or CUDA_HOME; \
+         `eval \"$(scripts/cuda-toolchain.sh)\"` installs and sets the pinned one)",
+    )?;
+    println!("cargo:rerun-if-changed={}", toolkit.nvrtc.display());
+    let nvrtc = Nvrtc::load(&toolkit.nvrtc)?;
+    let arch = env::var("LOWBIT_CUDA_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
+    let options = [
+        format!("--gpu-architecture={arch}"),
+        // The CPU path rounds a*b before adding c; an FMA would round once
+        // and break bit-for-bit agreement.
+        "--fmad=false".into(),
+        "-std=c++17".into(),
+        "-Ikernels".into(),
+        format!("-I{}", toolkit.include.display()),
+    ];
     let mut consts = String::new();
+    let mut isa = String::new();
     for name in MODULES {
         let cu = Path::new("kernels").join(format!("{name}.cu"));
-        let ptx = out.join(format!("{name}.ptx"));
-        let mut cmd = Command::new(&nvcc);
-        // -fmad=false: the CPU path rounds a*b before adding c; an FMA would
-        // round once and break bit-for-bit agreement.
-        cmd.args(["-ptx", "-O3", "-std=c++17", "-fmad=false"])
-            .arg(format!("-arch={arch}"))
-            .arg("-Ikernels");
-        if let Some(include) = include.as_ref().filter(|p| p.is_dir()) {
-            cmd.arg(format!("-I{}", include.display()));
-        }
-        cmd.arg(&cu).arg("-o").arg(&ptx);
-        let output = cmd
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", nvcc.display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "nvcc failed on {}:\n{}",
-                cu.display(),
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
+        let src = fs::read_to_string(&cu).map_err(|e| format!("{}: {e}", cu.display()))?;
+        let ptx = nvrtc.compile(&src, &format!("{name}.cu"), &options)?;
+        isa = ptx
+            .lines()
+            .find_map(|l| l.strip_prefix(".version "))
+            .map(|v| v.trim().to_string())
+            .ok_or(format!("NVRTC's PTX for {name}.cu has no .version"))?;
+        fs::write(out.join(format!("{name}.ptx")), ptx).map_err(|e| e.to_string())?;
         writeln!(
             consts,
             "/// PTX of `kernels/{name}.cu`.\npub const {}: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/{name}.ptx\"));",
@@ -99,7 +118,11 @@ fn build_cuda(out: &Path) -> Result<String, String> {
     }
     fs::write(out.join("ptx.rs"), consts).map_err(|e| e.to_string())?;
     generate_bindings(out)?;
-    Ok(arch)
+    Ok(Built {
+        arch,
+        isa,
+        compiler: format!("NVRTC {}.{}", nvrtc.version.0, nvrtc.version.1),
+    })
 }
 
 /// Runs bindgen on the one header that crosses the Rust/CUDA boundary.
@@ -127,16 +150,129 @@ fn generate_bindings(out: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn find_nvcc() -> Option<PathBuf> {
-    let exe = format!("nvcc{}", env::consts::EXE_SUFFIX);
-    if let Some(nvcc) = env::var_os("NVCC") {
-        return Some(PathBuf::from(nvcc));
+struct Toolkit {
+    nvrtc: PathBuf,
+    include: PathBuf,
+}
+
+fn find_toolkit() -> Option<Toolkit> {
+    if let (Some(nvrtc), Some(include)) = (
+        env::var_os("LOWBIT_NVRTC"),
+        env::var_os("LOWBIT_CUDA_INCLUDE"),
+    ) {
+        return Some(Toolkit {
+            nvrtc: nvrtc.into(),
+            include: include.into(),
+        });
     }
-    let homes = ["CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"].into_iter();
-    let from_home = homes
+    let homes = ["CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"]
+        .into_iter()
         .filter_map(env::var_os)
-        .map(|h| PathBuf::from(h).join("bin").join(&exe));
-    let path = env::var_os("PATH").unwrap_or_default();
-    let from_path = env::split_paths(&path).map(|dir| dir.join(&exe));
-    from_home.chain(from_path).find(|p| p.is_file())
+        .map(PathBuf::from)
+        .chain([PathBuf::from("/usr/local/cuda")]);
+    for home in homes {
+        let nvrtc = home.join("lib64").join("libnvrtc.so");
+        if nvrtc.is_file() {
+            return Some(Toolkit {
+                nvrtc,
+                include: home.join("include"),
+            });
+        }
+    }
+    None
+}
+
+type Program = *mut std::ffi::c_void;
+
+/// The NVRTC entry points the build uses, from the shared library.
+struct Nvrtc {
+    _lib: libloading::Library,
+    version: (c_int, c_int),
+    create: unsafe extern "C" fn(
+        *mut Program,
+        *const c_char,
+        *const c_char,
+        c_int,
+        *const *const c_char,
+        *const *const c_char,
+    ) -> c_int,
+    compile: unsafe extern "C" fn(Program, c_int, *const *const c_char) -> c_int,
+    log_size: unsafe extern "C" fn(Program, *mut usize) -> c_int,
+    log: unsafe extern "C" fn(Program, *mut c_char) -> c_int,
+    ptx_size: unsafe extern "C" fn(Program, *mut usize) -> c_int,
+    ptx: unsafe extern "C" fn(Program, *mut c_char) -> c_int,
+    destroy: unsafe extern "C" fn(*mut Program) -> c_int,
+}
+
+impl Nvrtc {
+    fn load(path: &Path) -> Result<Self, String> {
+        // SAFETY: loading NVRTC runs its initializers, as using it requires.
+        let lib = unsafe { libloading::Library::new(path) }
+            .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        fn sym<T: Copy>(lib: &libloading::Library, path: &Path, name: &str) -> Result<T, String> {
+            // SAFETY: each field's type is the signature nvrtc.h declares.
+            unsafe { lib.get::<T>(name.as_bytes()) }
+                .map(|s| *s)
+                .map_err(|e| format!("{} lacks {name}: {e}", path.display()))
+        }
+        let version_fn: unsafe extern "C" fn(*mut c_int, *mut c_int) -> c_int =
+            sym(&lib, path, "nvrtcVersion")?;
+        let mut version = (0, 0);
+        // SAFETY: two out-pointers.
+        unsafe { version_fn(&mut version.0, &mut version.1) };
+        Ok(Nvrtc {
+            version,
+            create: sym(&lib, path, "nvrtcCreateProgram")?,
+            compile: sym(&lib, path, "nvrtcCompileProgram")?,
+            log_size: sym(&lib, path, "nvrtcGetProgramLogSize")?,
+            log: sym(&lib, path, "nvrtcGetProgramLog")?,
+            ptx_size: sym(&lib, path, "nvrtcGetPTXSize")?,
+            ptx: sym(&lib, path, "nvrtcGetPTX")?,
+            destroy: sym(&lib, path, "nvrtcDestroyProgram")?,
+            _lib: lib,
+        })
+    }
+
+    /// PTX for `src`, or NVRTC's log of why not.
+    fn compile(&self, src: &str, name: &str, options: &[String]) -> Result<String, String> {
+        let cstr = |s: &str| CString::new(s).map_err(|e| e.to_string());
+        let (src, name) = (cstr(src)?, cstr(name)?);
+        let (header, header_name) = (cstr(STDINT_H)?, cstr("stdint.h")?);
+        let options: Vec<CString> = options.iter().map(|o| cstr(o)).collect::<Result<_, _>>()?;
+        let option_ptrs: Vec<*const c_char> = options.iter().map(|o| o.as_ptr()).collect();
+        let mut prog: Program = std::ptr::null_mut();
+        // SAFETY: every pointer is a live NUL-terminated string for the call.
+        unsafe {
+            let rc = (self.create)(
+                &mut prog,
+                src.as_ptr(),
+                name.as_ptr(),
+                1,
+                &header.as_ptr(),
+                &header_name.as_ptr(),
+            );
+            if rc != 0 {
+                return Err(format!("nvrtcCreateProgram failed ({rc})"));
+            }
+            let rc = (self.compile)(prog, option_ptrs.len() as c_int, option_ptrs.as_ptr());
+            let mut n = 0;
+            (self.log_size)(prog, &mut n);
+            let mut log = vec![0 as c_char; n.max(1)];
+            (self.log)(prog, log.as_mut_ptr());
+            let log = CStr::from_ptr(log.as_ptr()).to_string_lossy().into_owned();
+            let result = if rc != 0 {
+                Err(format!(
+                    "NVRTC failed on kernels/{}:\n{log}",
+                    name.to_string_lossy()
+                ))
+            } else {
+                (self.ptx_size)(prog, &mut n);
+                let mut ptx = vec![0 as c_char; n.max(1)];
+                (self.ptx)(prog, ptx.as_mut_ptr());
+                Ok(CStr::from_ptr(ptx.as_ptr()).to_string_lossy().into_owned())
+            };
+            (self.destroy)(&mut prog);
+            result
+        }
+    }
 }

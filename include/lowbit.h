@@ -80,13 +80,35 @@ lowbit_status lowbit_backward(const lowbit_quantizer *q, uint32_t dtype, const v
                               const void *dy, void *dx, const size_t *shape, size_t ndim);
 
 /* The same on device memory (CUdeviceptr values as pointers), enqueued on
- * `stream` (a CUstream; NULL is the legacy default stream) without waiting.
- * The first call opens device 0; reduction scratch is kept per stream. */
+ * `stream` (a CUstream as void*) without waiting. The device calls
+ * (every _device function) keep this contract:
+ *   - Context: the call runs in the context `stream` belongs to. NULL (the
+ *     legacy default stream) and CU_STREAM_PER_THREAD belong to the calling
+ *     thread's current context; on a thread with none, to the primary
+ *     context of the device that holds x (or dy). The thread's current
+ *     context is the same when the call returns as before it.
+ *   - Kernels are loaded once per context, on its first call.
+ *   - Stream and synchronization: everything is enqueued on `stream`; no
+ *     call waits for the device or for another stream, and none allocates
+ *     but the first call on a stream that needs reduction scratch (or more
+ *     of it than before), which grows that stream's workspace in the
+ *     stream's order (cuMemAllocAsync; the old one cuMemFreeAsync).
+ *     lowbit_reserve_workspace_device grows it ahead, after which calls can
+ *     be captured into a CUDA graph.
+ *   - Workspace lifetime: one per stream (per thread for
+ *     CU_STREAM_PER_THREAD), kept for the life of the process.
+ *   - Buffers: outputs may be their input exactly (in place) but must not
+ *     otherwise overlap it; pointers must stay valid until the stream has
+ *     run the call. */
 lowbit_status lowbit_forward_device(const lowbit_quantizer *q, uint32_t dtype, const void *x,
                                     void *y, const size_t *shape, size_t ndim, void *stream);
 lowbit_status lowbit_backward_device(const lowbit_quantizer *q, uint32_t dtype, const void *x,
                                      const void *dy, void *dx, const size_t *shape, size_t ndim,
                                      void *stream);
+/* Grows `stream`'s workspace to what forward and backward calls of q on
+ * tensors of `shape` need, as described above. */
+lowbit_status lowbit_reserve_workspace_device(const lowbit_quantizer *q, const size_t *shape,
+                                              size_t ndim, void *stream);
 
 /* 1-bit masks: the forward also saves where the gradient passes, one bit per
  * element (bit i%32 of word i/32), so that the backward needs neither x nor

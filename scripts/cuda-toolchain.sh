@@ -1,26 +1,23 @@
 #!/usr/bin/env bash
-# Installs the pinned CUDA compiler (nvcc 13.0 from PyPI) into .cuda-venv and
-# prints its bin directory. Idempotent: a second run only prints the path.
+# Installs the pinned CUDA compiler into .cuda-venv and prints the exports
+# build.rs and scripts/check-ptx.sh read:
 #
-# The versions move together: a lone nvidia-nvvm upgrade emits PTX ISA 9.5,
-# which ptxas 13.0 and driver 580 reject.
+#   eval "$(bash scripts/cuda-toolchain.sh)"
+#
+# NVRTC 12.0 (CUDA's compiler as a library) compiles the kernels to PTX ISA
+# 8.0, which every CUDA 12 and 13 driver loads (R525 and later); PyPI's CUDA
+# 12 wheels carry NVRTC and ptxas but no nvcc. The runtime wheel brings
+# cuda_fp16.h and cuda_bf16.h; the nvcc wheel brings ptxas 12.0, which
+# checks that the PTX assembles. Idempotent: a second run only prints.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.cuda-venv"
 pins=(
-    nvidia-cuda-nvcc==13.0.88
-    nvidia-cuda-crt==13.0.88
-    nvidia-cuda-runtime==13.0.96
-    nvidia-cuda-cccl==13.0.85
-    nvidia-nvvm==13.0.88
+    nvidia-cuda-nvrtc-cu12==12.0.76
+    nvidia-cuda-runtime-cu12==12.0.107
+    nvidia-cuda-nvcc-cu12==12.0.76
 )
-
-# The venv's python version is in the site-packages path: ask it, don't guess.
-cu13() {
-    "$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
-        | sed 's|$|/nvidia/cu13|'
-}
 
 if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv" >&2
@@ -34,6 +31,11 @@ for pin in "${pins[@]}"; do
     fi
 done
 
-bin="$(cu13)/bin"
-"$bin/nvcc" --version >/dev/null
-echo "$bin"
+# The venv's python version is in the site-packages path: ask it, don't guess.
+nvidia="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia"
+test -f "$nvidia/cuda_nvrtc/lib/libnvrtc.so.12"
+test -f "$nvidia/cuda_runtime/include/cuda_fp16.h"
+"$nvidia/cuda_nvcc/bin/ptxas" --version >/dev/null
+echo "export LOWBIT_NVRTC='$nvidia/cuda_nvrtc/lib/libnvrtc.so.12'"
+echo "export LOWBIT_CUDA_INCLUDE='$nvidia/cuda_runtime/include'"
+echo "export LOWBIT_PTXAS='$nvidia/cuda_nvcc/bin/ptxas'"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs lowbit's tests on the emulated CUDA device (emu/): the kernels are
-# built in (nvcc required), and the emulator's libcuda.so stands in for the
+# built in (NVRTC required), and the emulator's libcuda.so stands in for the
 # NVIDIA driver, so every CUDA test body runs the embedded PTX, memory-checked.
 #
 #   scripts/emulated-cuda.sh [cargo test args...]   default: cargo test --release
@@ -9,7 +9,8 @@
 # only a body that needs cuBLAS, which has no emulated stand-in, may skip,
 # and it says so. The exit status is non-zero when any test fails.
 #
-# Environment: NVCC (else scripts/cuda-toolchain.sh installs the pinned one),
+# Environment: LOWBIT_NVRTC and LOWBIT_CUDA_INCLUDE (else
+# scripts/cuda-toolchain.sh installs and sets the pinned NVRTC),
 # LOWBIT_TEST_ELEMENTS (default 100003: the emulator runs a kernel on the
 # host's cores, so the large random tensors are smaller than on a GPU),
 # CUDA_EMU_* (see emu/src/lib.rs).
@@ -17,7 +18,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-export NVCC="${NVCC:-$(bash scripts/cuda-toolchain.sh)/nvcc}"
+if [[ -z "${LOWBIT_NVRTC:-}" ]]; then
+    eval "$(bash scripts/cuda-toolchain.sh)"
+fi
 export LOWBIT_REQUIRE_CUDA=1
 
 cargo build --release -p cuda-emu

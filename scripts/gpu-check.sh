@@ -10,7 +10,9 @@
 # run.sh runs in two parts, every step under a timeout of its own so that
 # one hang cannot use up the machine's time, and prints a table last:
 #   1. (under 5 minutes) the larq reference cases and every backend test on
-#      the GPU at their default sizes, then compute-sanitizer's memcheck over
+#      the GPU at their default sizes, the host-path tests (contexts, the C
+#      ABI on the last device, per-thread streams, a call captured into a
+#      CUDA graph and replayed), then compute-sanitizer's memcheck over
 #      the backend tests at small sizes (reported and skipped where the
 #      machine's compute-sanitizer refuses the device);
 #   2. bit packing and the flip ratio, the training test and train_digits
@@ -21,10 +23,12 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-export NVCC="${NVCC:-$(bash scripts/cuda-toolchain.sh)/nvcc}"
+if [[ -z "${LOWBIT_NVRTC:-}" ]]; then
+    eval "$(bash scripts/cuda-toolchain.sh)"
+fi
 export LOWBIT_REQUIRE_CUDA=1
 
-exes=$(cargo test --release --no-run --message-format=json -p lowbit --test backends --test golden --test bits_backends --test training 2>/dev/null |
+exes=$(cargo test --release --no-run --message-format=json -p lowbit --test backends --test golden --test bits_backends --test training --test cuda_host 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -75,6 +79,7 @@ date -u +%Y-%m-%dT%H:%MZ | tee -a "$out/gpu.txt"
 # Part 1: correctness, under 5 minutes.
 step golden 60 ./golden
 step backends 120 ./backends
+step cuda_host 60 ./cuda_host
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1 || true)
 if [ -n "$sanitizer" ]; then
     step memcheck 150 env LOWBIT_TEST_ELEMENTS=4099 "$sanitizer" --tool memcheck \

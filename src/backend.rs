@@ -114,7 +114,7 @@ impl Backend {
     #[cfg(not(lowbit_cuda))]
     fn cuda() -> Result<Self> {
         Err(Error::CudaUnavailable(
-            "lowbit was built without CUDA kernels (no nvcc at build time)".into(),
+            "lowbit was built without CUDA kernels (no CUDA compiler at build time)".into(),
         ))
     }
 

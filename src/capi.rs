@@ -87,7 +87,7 @@ fn status_of(e: &Error) -> lowbit_status {
         | Error::TakesNoThresholds { .. }
         | Error::NotMaskable { .. } => LOWBIT_ERR_UNSUPPORTED,
         Error::CudaUnavailable(_) => LOWBIT_ERR_CUDA_UNAVAILABLE,
-        Error::Cuda { .. } => LOWBIT_ERR_CUDA,
+        Error::Cuda { .. } | Error::StreamContext(_) | Error::WorkspaceStream => LOWBIT_ERR_CUDA,
         Error::ThreadPool(_) => LOWBIT_ERR_INTERNAL,
         _ => LOWBIT_ERR_SHAPE,
     }
@@ -399,57 +399,28 @@ mod device {
     }
 
     #[cfg(lowbit_cuda)]
-    mod cuda {
-        use super::*;
-        pub(super) use crate::cuda::{Cuda, Workspace};
-        use std::collections::HashMap;
-        use std::sync::{Mutex, OnceLock};
+    use crate::cuda::registry::on_stream;
 
-        /// One backend per process: a C caller has nowhere to keep it.
-        /// Opened on first use.
-        pub(super) fn backend() -> Outcome<&'static Cuda> {
-            static CUDA: OnceLock<std::result::Result<Cuda, Error>> = OnceLock::new();
-            CUDA.get_or_init(|| Cuda::new(0))
-                .as_ref()
-                .map_err(|e| fail(e.clone()))
-        }
+    #[cfg(lowbit_cuda)]
+    pub(super) unsafe fn reserve(q: &Quantizer, s: &[usize], stream: *mut c_void) -> Outcome<()> {
+        let need = [false, true]
+            .iter()
+            .map(|&backward| crate::cuda::Cuda::workspace_bytes(q, s, backward))
+            .try_fold(0, |m, b| b.map(|b| m.max(b)))
+            .map_err(fail)?;
+        // SAFETY: the caller's stream; no pointer to find a device by.
+        unsafe { on_stream(stream.cast(), 0, need, |_, _, _| Ok(())) }.map_err(fail)
+    }
 
-        /// Runs `f` with `stream`'s workspace, grown to `need` bytes: one
-        /// per stream, kept for the process, as a C caller has nowhere to
-        /// keep it either.
-        pub(super) fn with_workspace<R>(
-            cuda: &Cuda,
-            stream: *mut c_void,
-            need: usize,
-            f: impl FnOnce(&Workspace) -> Outcome<R>,
-        ) -> Outcome<R> {
-            static WORKSPACES: OnceLock<Mutex<HashMap<usize, Workspace>>> = OnceLock::new();
-            let mut map = WORKSPACES
-                .get_or_init(Default::default)
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let key = stream as usize;
-            match map.get(&key) {
-                Some(ws) if ws.capacity() >= need => {}
-                old => {
-                    if old.is_some() {
-                        // Work queued on `stream` may still read the old
-                        // scratch: wait before it is freed (only on growth).
-                        // SAFETY: the caller's stream of this context.
-                        unsafe { cudarc::driver::result::stream::synchronize(stream.cast()) }
-                            .map_err(|e| fail(crate::cuda::driver("cuStreamSynchronize")(e)))?;
-                    }
-                    map.insert(key, cuda.workspace(need).map_err(fail)?);
-                }
-            }
-            f(&map[&key])
-        }
+    #[cfg(not(lowbit_cuda))]
+    pub(super) unsafe fn reserve(_: &Quantizer, _: &[usize], _: *mut c_void) -> Outcome<()> {
+        Err(unavailable())
     }
 
     #[cfg(not(lowbit_cuda))]
     fn unavailable() -> (lowbit_status, String) {
         fail(Error::CudaUnavailable(
-            "lowbit was built without CUDA kernels (no nvcc at build time)".into(),
+            "lowbit was built without CUDA kernels (no CUDA compiler at build time)".into(),
         ))
     }
 
@@ -464,19 +435,16 @@ mod device {
         stream: *mut c_void,
     ) -> Outcome<()> {
         let dtype = dtype_of(dtype)?;
-        let need = cuda::Cuda::workspace_bytes(q, s, dy.is_some()).map_err(fail)?;
-        let cuda = cuda::backend()?;
-        cuda::with_workspace(cuda, stream, need, |ws| {
-            let stream = stream.cast();
-            // SAFETY: the caller vouches for the device pointers and the stream.
-            unsafe {
-                match dy {
-                    None => cuda.forward_raw(q, dtype, stream, x, s, out, ws),
-                    Some(dy) => cuda.backward_raw(q, dtype, stream, x, dy, s, out, ws),
-                }
-            }
-            .map_err(fail)
-        })
+        let need = crate::cuda::Cuda::workspace_bytes(q, s, dy.is_some()).map_err(fail)?;
+        let stream = stream.cast();
+        // SAFETY: the caller vouches for the device pointers and the stream.
+        unsafe {
+            on_stream(stream, x, need, |cuda, ws, stream| match dy {
+                None => cuda.forward_raw(q, dtype, stream, x, s, out, ws),
+                Some(dy) => cuda.backward_raw(q, dtype, stream, x, dy, s, out, ws),
+            })
+        }
+        .map_err(fail)
     }
 
     /// `forward_with_mask_raw` (`x` is `Some`) or `backward_from_mask_raw`
@@ -494,24 +462,27 @@ mod device {
         stream: *mut c_void,
     ) -> Outcome<()> {
         let dtype = dtype_of(dtype)?;
-        let cuda = cuda::backend()?;
         let cs = stream.cast();
         match pass {
             MaskPass::Forward { x } => {
                 // The masked forward needs the plain forward's workspace.
-                let need = cuda::Cuda::workspace_bytes(q, s, false).map_err(fail)?;
-                cuda::with_workspace(cuda, stream, need, |ws| {
-                    // SAFETY: the caller vouches for the pointers and the stream.
-                    unsafe {
+                let need = crate::cuda::Cuda::workspace_bytes(q, s, false).map_err(fail)?;
+                // SAFETY: the caller vouches for the pointers and the stream.
+                unsafe {
+                    on_stream(cs, x as u64, need, |cuda, ws, cs| {
                         cuda.forward_with_mask_raw(q, dtype, cs, x as u64, s, out, mask, scale, ws)
-                    }
-                    .map_err(fail)
-                })
+                    })
+                }
+                .map_err(fail)
             }
             MaskPass::Backward { dy } => {
                 // SAFETY: as above.
-                unsafe { cuda.backward_from_mask_raw(q, dtype, cs, mask, scale, dy as u64, s, out) }
-                    .map_err(fail)
+                unsafe {
+                    on_stream(cs, dy as u64, 0, |cuda, _, cs| {
+                        cuda.backward_from_mask_raw(q, dtype, cs, mask, scale, dy as u64, s, out)
+                    })
+                }
+                .map_err(fail)
             }
         }
     }
@@ -531,23 +502,26 @@ mod device {
         stream: *mut c_void,
     ) -> Outcome<()> {
         let dtype = dtype_of(dtype)?;
-        let cuda = cuda::backend()?;
         let cs = stream.cast();
         match grad {
             // SAFETY: the caller vouches for the pointers and the stream.
-            None => unsafe { cuda.forward_with_thresholds_raw(q, dtype, cs, x, alpha, s, out) }
-                .map_err(fail),
+            None => unsafe {
+                on_stream(cs, x, 0, |cuda, _, cs| {
+                    cuda.forward_with_thresholds_raw(q, dtype, cs, x, alpha, s, out)
+                })
+            }
+            .map_err(fail),
             Some((dy, dalpha)) => {
-                let need = cuda::Cuda::workspace_bytes(q, s, true).map_err(fail)?;
-                cuda::with_workspace(cuda, stream, need, |ws| {
-                    // SAFETY: as above.
-                    unsafe {
+                let need = crate::cuda::Cuda::workspace_bytes(q, s, true).map_err(fail)?;
+                // SAFETY: as above.
+                unsafe {
+                    on_stream(cs, x, need, |cuda, ws, cs| {
                         cuda.backward_with_thresholds_raw(
                             q, dtype, cs, x, alpha, dy, s, out, dalpha, ws,
                         )
-                    }
-                    .map_err(fail)
-                })
+                    })
+                }
+                .map_err(fail)
             }
         }
     }
@@ -663,6 +637,26 @@ pub unsafe extern "C" fn lowbit_backward_device(
 ) -> lowbit_status {
     // SAFETY: the caller's contract, checked for nulls inside.
     unsafe { on_device(q, dtype, x, Some(dy), dx, shape, ndim, stream) }
+}
+
+/// Grows the workspace lowbit keeps for `stream` to what forward and
+/// backward calls of `q` on tensors of `shape` need, in `stream`'s order
+/// (no host synchronization): later device calls of that size on `stream`
+/// allocate nothing and can be captured into a CUDA graph. With a null
+/// (legacy) or per-thread stream the calling thread needs a current context.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lowbit_reserve_workspace_device(
+    q: *const lowbit_quantizer,
+    shape: *const usize,
+    ndim: usize,
+    stream: *mut c_void,
+) -> lowbit_status {
+    let body = |q: &Quantizer, s: &[usize], _n: usize| {
+        // SAFETY: the caller's stream.
+        unsafe { device::reserve(q, s, stream) }
+    };
+    // SAFETY: the caller's contract, checked for nulls inside.
+    unsafe { tensor_call(q, shape, ndim, body) }
 }
 
 /// Words (`uint32_t`) of the 1-bit mask of a tensor of `len` elements.

@@ -179,13 +179,33 @@ pub enum Error {
     ThreadPool(String),
 
     /// A workspace smaller than the reduction needs (raw-pointer calls do
-    /// not grow it, since that would allocate on the caller's stream).
+    /// not grow it: [`crate::cuda::Workspace::reserve_raw`] sizes it).
     #[error("workspace holds {have} bytes, this call needs {need}")]
     WorkspaceTooSmall {
         /// Bytes the call needs.
         need: usize,
         /// Bytes the workspace holds.
         have: usize,
+    },
+
+    /// A stream of another CUDA context than the one the kernels were
+    /// loaded into: launching there would run one device's kernels on
+    /// another's memory.
+    #[error("the stream belongs to another CUDA context than lowbit's `Cuda` ({0})")]
+    StreamContext(String),
+
+    /// A workspace used with another stream than the one it grew on: its
+    /// memory is ordered on that stream only (allocated, and freed, there).
+    #[error("this workspace belongs to another stream; keep one workspace per stream")]
+    WorkspaceStream,
+
+    /// An output that overlaps an input without being the same memory.
+    #[error("`{output}` overlaps `{input}` without being the same buffer")]
+    Overlap {
+        /// The input.
+        input: &'static str,
+        /// The output.
+        output: &'static str,
     },
 }
 

@@ -77,6 +77,15 @@ pub fn launch(
     mem: &View,
     workers: usize,
 ) -> Result<Stats, Fault> {
+    if let Some(ins) = k.code.iter().find(|i| uses_unbound_global(&i.op)) {
+        return Err(Fault {
+            kind: FaultKind::IllegalAddress,
+            message: format!(
+                "kernel `{}` uses a global variable that was never placed in device memory (PTX line {})",
+                k.name, ins.line
+            ),
+        });
+    }
     let blocks = dims.grid.iter().map(|&g| g as u64).product::<u64>();
     let next = AtomicU64::new(0);
     let failed_at = AtomicU64::new(u64::MAX);
@@ -120,6 +129,18 @@ pub fn launch(
         None => Ok(Stats {
             instructions: executed.load(Relaxed),
         }),
+    }
+}
+
+fn uses_unbound_global(op: &Op) -> bool {
+    match op {
+        Op::Mov {
+            a: Src::Global(_), ..
+        } => true,
+        Op::Ld { addr, .. } | Op::St { addr, .. } | Op::Atom { addr, .. } => {
+            matches!(addr.base, Base::Global(_))
+        }
+        _ => false,
     }
 }
 
@@ -206,6 +227,8 @@ fn val(regs: &[u64], env: &Env, s: Src) -> u64 {
         Src::NotReg(r) => (regs[r as usize] == 0) as u64,
         Src::Imm(v) => v,
         Src::Special(sp) => env.special(sp),
+        // `launch` refuses kernels whose globals are not bound.
+        Src::Global(_) => 0,
     }
 }
 
@@ -884,7 +907,7 @@ impl Ctx<'_> {
     fn address(&self, regs: &[u64], a: &Addr) -> u64 {
         let base = match a.base {
             Base::Reg(r) => regs[r as usize],
-            Base::Abs | Base::Param(_) => 0,
+            Base::Abs | Base::Param(_) | Base::Global(_) => 0,
         };
         base.wrapping_add(a.offset as u64)
     }

@@ -441,3 +441,163 @@ fn a_module_that_does_not_parse_is_invalid_ptx() {
         ok(cuCtxDestroy_v2(ctx));
     }
 }
+
+#[test]
+fn an_overlapping_copy_is_refused() {
+    unsafe {
+        let ctx = context(0);
+        let x = upload(&[1.0; 16]);
+        assert_eq!(cuMemcpyDtoD_v2(x + 4, x, 32), code::INVALID_VALUE);
+        ok(cuMemcpyDtoD_v2(x + 32, x, 32));
+        ok(cuCtxDestroy_v2(ctx));
+    }
+}
+
+#[test]
+fn streams_and_contexts_have_unique_ids() {
+    unsafe {
+        let a = context(0);
+        let (mut s1, mut s2) = (null_mut(), null_mut());
+        ok(cuStreamCreate(&mut s1, 1));
+        ok(cuStreamCreate(&mut s2, 1));
+        let (mut i1, mut i2, mut legacy, mut mine) = (0u64, 0u64, 0u64, 0u64);
+        ok(cuStreamGetId(s1, &mut i1));
+        ok(cuStreamGetId(s2, &mut i2));
+        ok(cuStreamGetId(null_mut(), &mut legacy));
+        ok(cuStreamGetId(2 as H, &mut mine));
+        assert!(i1 != i2 && legacy != i1 && mine != legacy);
+        // The per-thread default stream is another stream on another thread.
+        let a_handle = a as usize;
+        let theirs = std::thread::spawn(move || {
+            let mut id = 0u64;
+            ok(cuCtxSetCurrent(a_handle as H));
+            ok(cuStreamGetId(2 as H, &mut id));
+            id
+        })
+        .join()
+        .unwrap();
+        assert_ne!(theirs, mine);
+        // A destroyed stream's id is never handed on.
+        ok(cuStreamDestroy_v2(s1));
+        let mut s3 = null_mut();
+        ok(cuStreamCreate(&mut s3, 1));
+        let mut i3 = 0u64;
+        ok(cuStreamGetId(s3, &mut i3));
+        assert!(i3 != i1);
+        let (mut c1, mut c2) = (0u64, 0u64);
+        ok(cuCtxGetId(a, &mut c1));
+        let b = context(0);
+        ok(cuCtxGetId(b, &mut c2));
+        assert_ne!(c1, c2);
+        let mut owner = null_mut();
+        ok(cuStreamGetCtx(s3, &mut owner));
+        assert_eq!(owner, a, "s3 was made while a was current");
+        ok(cuCtxDestroy_v2(b));
+        ok(cuCtxDestroy_v2(a));
+    }
+}
+
+#[test]
+fn global_variables_are_placed_initialized_and_found() {
+    unsafe {
+        let ctx = context(0);
+        let src = c".version 8.0
+.target sm_75
+.address_size 64
+.global .align 4 .u32 counter = 41;
+.global .align 8 .b8 table[16] = {1, 2, 3};
+.visible .entry bump(.param .u64 pout)
+{
+    .reg .b32 %r<3>;
+    .reg .b64 %rd<3>;
+    ld.param.u64 %rd1, [pout];
+    ld.global.u32 %r1, [counter];
+    add.s32 %r1, %r1, 1;
+    st.global.u32 [counter], %r1;
+    mov.u64 %rd2, table;
+    ld.global.u8 %r2, [%rd2+2];
+    add.s32 %r1, %r1, %r2;
+    st.global.u32 [%rd1], %r1;
+    ret;
+}";
+        let mut m = null_mut();
+        ok(cuModuleLoadData(&mut m, src.as_ptr() as *const c_void));
+        let mut f = null_mut();
+        ok(cuModuleGetFunction(&mut f, m, c"bump".as_ptr()));
+        let mut out = 0u64;
+        ok(cuMemAlloc_v2(&mut out, 4));
+        let mut p = out;
+        let mut params = [&mut p as *mut u64 as *mut c_void];
+        ok(cuLaunchKernel(
+            f,
+            1,
+            1,
+            1,
+            1,
+            1,
+            1,
+            0,
+            null_mut(),
+            params.as_mut_ptr(),
+            null_mut(),
+        ));
+        let mut got = 0u32;
+        ok(cuMemcpyDtoH_v2(&mut got as *mut u32 as *mut c_void, out, 4));
+        assert_eq!(got, 42 + 3);
+        let (mut g, mut size) = (0u64, 0usize);
+        ok(cuModuleGetGlobal_v2(
+            &mut g,
+            &mut size,
+            m,
+            c"counter".as_ptr(),
+        ));
+        assert_eq!(size, 4);
+        let mut counter = 0u32;
+        ok(cuMemcpyDtoH_v2(
+            &mut counter as *mut u32 as *mut c_void,
+            g,
+            4,
+        ));
+        assert_eq!(counter, 42);
+        assert_eq!(
+            cuModuleGetGlobal_v2(&mut g, &mut size, m, c"absent".as_ptr()),
+            code::NOT_FOUND
+        );
+        ok(cuModuleUnload(m));
+        ok(cuCtxDestroy_v2(ctx));
+    }
+}
+
+#[test]
+fn streams_that_share_memory_unordered_meet_each_others_writes() {
+    unsafe {
+        let ctx = context(0);
+        let (mut a, mut b) = (null_mut(), null_mut());
+        ok(cuStreamCreate(&mut a, 1));
+        ok(cuStreamCreate(&mut b, 1));
+        let (mut scratch, mut out_a, mut out_b) = (0u64, 0u64, 0u64);
+        for p in [&mut scratch, &mut out_a, &mut out_b] {
+            ok(cuMemAlloc_v2(p, 4));
+        }
+        // Each stream fills the scratch and copies it out; nothing orders
+        // the two, and the streams take turns, so a's copy sees b's fill.
+        ok(cuMemsetD32Async(scratch, 1, 1, a));
+        ok(cuMemsetD32Async(scratch, 2, 1, b));
+        ok(cuMemcpyDtoDAsync_v2(out_a, scratch, 4, a));
+        ok(cuMemcpyDtoDAsync_v2(out_b, scratch, 4, b));
+        ok(cuCtxSynchronize());
+        let (mut va, mut vb) = (0u32, 0u32);
+        ok(cuMemcpyDtoH_v2(
+            &mut va as *mut u32 as *mut c_void,
+            out_a,
+            4,
+        ));
+        ok(cuMemcpyDtoH_v2(
+            &mut vb as *mut u32 as *mut c_void,
+            out_b,
+            4,
+        ));
+        assert_eq!((va, vb), (2, 2));
+        ok(cuCtxDestroy_v2(ctx));
+    }
+}

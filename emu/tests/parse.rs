@@ -49,7 +49,12 @@ fn an_unknown_modifier_is_refused() {
 #[test]
 fn unknown_directives_and_device_functions_are_refused() {
     refused(".func f() { ret; }", 4, &[".func"]);
-    refused(".global .u32 g;", 4, &["`.global`"]);
+    refused(".const .u32 c;", 4, &["`.const`"]);
+    refused(
+        ".global .u64 p = generic(q);",
+        4,
+        &["only numeric initializers"],
+    );
     refused(
         ".visible .entry k() {\n .local .b8 stack[16];\n ret;\n}",
         5,

@@ -97,6 +97,7 @@ impl Cuda {
         packed: &mut CudaViewMut<'_, u32>,
     ) -> Result<()> {
         let rows = bits::check(shape, ("x", x.len()), ("packed", packed.len()))?;
+        self.check_stream(stream)?;
         let (xp, _x) = x.device_ptr(stream);
         let (pp, _p) = packed.device_ptr_mut(stream);
         let step = launch(Kernel::Pack, T::DTYPE, params(rows), &[xp, pp]);
@@ -118,6 +119,7 @@ impl Cuda {
     ) -> Result<()> {
         let rows = bits::check(shape, ("y", y.len()), ("packed", packed.len()))?;
         bits::check_scale(shape, rows, scale.map(|s| s.len()))?;
+        self.check_stream(stream)?;
         let (pp, _p) = packed.device_ptr(stream);
         let scale = scale.map(|s| s.device_ptr(stream));
         let (yp, _y) = y.device_ptr_mut(stream);
@@ -140,6 +142,7 @@ impl Cuda {
         metric: &mut DeviceFlipRatio,
     ) -> Result<Flips> {
         metric.tracker.check(values.len())?;
+        self.check_stream(stream)?;
         let rows = metric.tracker.rows();
         let counting = metric.tracker.has_previous() && rows.packed_len() > 0;
         if counting {

@@ -179,10 +179,9 @@ impl Cuda {
         let scale_len = scale.as_ref().map_or(0, |s| s.len());
         let tensors = [("x", x.len()), ("y", y.len())];
         let (len, channels) = mask::check(q, shape, &tensors, mask.len(), scale_len)?;
-        ws.reserve(
-            stream,
-            plan::layout(q, Direction::Forward, len, channels, 1).bytes,
-        )?;
+        let need = plan::layout(q, Direction::Forward, len, channels, 1).bytes;
+        ws.reserve(self, stream, need)?;
+        let wp = ws.ptr(stream.cu_stream(), need)?;
         let (xp, _x) = x.device_ptr(stream);
         let (yp, _y) = y.device_ptr_mut(stream);
         let (mp, _m) = mask.device_ptr_mut(stream);
@@ -193,7 +192,6 @@ impl Cuda {
             }
             None => (0, None),
         };
-        let (wp, _w) = ws.device_ptr(stream);
         let bufs = MaskBuffers {
             x: xp,
             out: yp,
@@ -225,6 +223,7 @@ impl Cuda {
         let scale_len = scale.map_or(0, |s| s.len());
         let tensors = [("dy", dy.len()), ("dx", dx.len())];
         let (len, channels) = mask::check(q, shape, &tensors, mask.len(), scale_len)?;
+        self.check_stream(stream)?;
         let (mp, _m) = mask.device_ptr(stream);
         let (sp, _s) = match scale {
             Some(s) => {
@@ -275,12 +274,14 @@ impl Cuda {
         let (len, channels) = check_shape(shape, &[])?;
         check_raw_scale(q, channels, scale)?;
         let need = plan::layout(q, Direction::Forward, len, channels, 1).bytes;
+        // SAFETY: the caller vouches for the stream.
+        unsafe { self.check_raw_stream(stream)? };
         let bufs = MaskBuffers {
             x,
             out: y,
             mask,
             scale,
-            workspace: ws.raw(need)?,
+            workspace: ws.ptr(stream, need)?,
             ..Default::default()
         };
         let steps = forward_plan(q, dtype, len, channels, bufs)?;
@@ -309,6 +310,8 @@ impl Cuda {
         mask::check_maskable(q)?;
         let (len, channels) = check_shape(shape, &[])?;
         check_raw_scale(q, channels, scale)?;
+        // SAFETY: the caller vouches for the stream.
+        unsafe { self.check_raw_stream(stream)? };
         let bufs = MaskBuffers {
             dy,
             out: dx,

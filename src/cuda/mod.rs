@@ -10,12 +10,13 @@ mod bits;
 mod mask;
 mod plan;
 pub(crate) mod probe;
+pub(crate) mod registry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
+    CudaContext, CudaFunction, CudaModule, CudaStream, CudaView, CudaViewMut, DevicePtr,
     DevicePtrMut, result, sys as cu,
 };
 use cudarc::nvrtc::Ptx;
@@ -44,6 +45,27 @@ pub mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
     /// The virtual architecture the PTX targets (`LOWBIT_CUDA_ARCH` at build time).
     pub const ARCH: &str = env!("LOWBIT_PTX_ARCH");
+    /// The PTX ISA version of the modules (their `.version`).
+    pub const ISA: &str = env!("LOWBIT_PTX_ISA");
+    /// What compiled them.
+    pub const COMPILER: &str = env!("LOWBIT_PTX_COMPILER");
+
+    /// The oldest driver that loads PTX of this ISA: a driver reads the
+    /// ISA versions of its own CUDA release and older.
+    pub fn minimum_driver() -> &'static str {
+        match ISA {
+            "8.0" => "CUDA 12.0 (R525)",
+            "8.1" => "CUDA 12.1 (R530)",
+            "8.2" => "CUDA 12.2 (R535)",
+            "8.3" => "CUDA 12.3 (R545)",
+            "8.4" => "CUDA 12.4 (R550)",
+            "8.5" => "CUDA 12.5 (R555)",
+            "8.7" => "CUDA 12.8 (R570)",
+            "8.8" => "CUDA 12.9 (R575)",
+            "9.0" => "CUDA 13.0 (R580)",
+            _ => "the CUDA release that introduced this PTX ISA",
+        }
+    }
 }
 
 pub(crate) fn driver(call: &'static str) -> impl Fn(result::DriverError) -> Error {
@@ -85,12 +107,14 @@ impl Cuda {
         let mut functions = HashMap::new();
         let mut modules = Vec::new();
         for src in [ptx::ELEMENTWISE, ptx::REDUCE, ptx::BITS, ptx::MASK] {
-            // A driver older than the PTX (nvcc 13 emits PTX 9.0, which needs
-            // driver 580) fails here; `auto` then falls back to the CPU.
+            // A driver older than the PTX's ISA fails here; `auto` then
+            // falls back to the CPU, and says why.
             let module = ctx.load_module(Ptx::from_src(src)).map_err(|e| {
                 Error::CudaUnavailable(format!(
-                    "the driver cannot load lowbit's PTX ({}): {e:?}",
-                    ptx::ARCH
+                    "the driver cannot load lowbit's PTX (ISA {} for {}, which needs {} or newer): {e:?}",
+                    ptx::ISA,
+                    ptx::ARCH,
+                    ptx::minimum_driver()
                 ))
             })?;
             for name in entries(src) {
@@ -144,10 +168,10 @@ impl Cuda {
         let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
         let inner = first_axis_inner(shape, len);
         let need = plan::layout(q, Direction::Forward, len, channels, inner).bytes;
-        ws.reserve(stream, need)?;
+        ws.reserve(self, stream, need)?;
+        let wp = ws.ptr(stream.cu_stream(), need)?;
         let (xp, _x) = x.device_ptr(stream);
         let (yp, _y) = y.device_ptr_mut(stream);
-        let (wp, _w) = ws.device_ptr(stream);
         let bufs = Buffers {
             x: xp,
             dy: 0,
@@ -177,11 +201,11 @@ impl Cuda {
             check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         let inner = first_axis_inner(shape, len);
         let need = plan::layout(q, Direction::Backward, len, channels, inner).bytes;
-        ws.reserve(stream, need)?;
+        ws.reserve(self, stream, need)?;
+        let wp = ws.ptr(stream.cu_stream(), need)?;
         let (xp, _x) = x.device_ptr(stream);
         let (dyp, _dy) = dy.device_ptr(stream);
         let (dxp, _dx) = dx.device_ptr_mut(stream);
-        let (wp, _w) = ws.device_ptr(stream);
         let bufs = Buffers {
             x: xp,
             dy: dyp,
@@ -206,22 +230,10 @@ impl Cuda {
         Ok(plan::layout(q, dir, len, channels, inner).bytes)
     }
 
-    /// A workspace of `bytes`, allocated on the context's default stream and
-    /// ready when this returns: for raw-pointer callers, whose own streams
-    /// lowbit does not allocate on.
-    pub fn workspace(&self, bytes: usize) -> Result<Workspace> {
-        let stream = self.ctx.default_stream();
-        let mut ws = Workspace::new();
-        ws.reserve(&stream, bytes)?;
-        stream
-            .synchronize()
-            .map_err(driver("cuStreamSynchronize"))?;
-        Ok(ws)
-    }
-
     /// [`forward`](Self::forward) on raw device pointers and a raw stream,
     /// for stacks that do not use cudarc. `ws` must already be large enough
-    /// ([`workspace_bytes`](Self::workspace_bytes)).
+    /// ([`workspace_bytes`](Self::workspace_bytes),
+    /// [`Workspace::reserve_raw`]) and belong to `stream`.
     ///
     /// # Safety
     /// `x` and `y` must be device pointers of this context to `shape`'s
@@ -242,11 +254,13 @@ impl Cuda {
         let (len, channels) = check_shape(shape, &[])?;
         let inner = first_axis_inner(shape, len);
         let need = plan::layout(q, Direction::Forward, len, channels, inner).bytes;
+        // SAFETY: the caller vouches for the stream.
+        unsafe { self.check_raw_stream(stream)? };
         let bufs = Buffers {
             x,
             dy: 0,
             out: y,
-            workspace: ws.raw(need)?,
+            workspace: ws.ptr(stream, need)?,
         };
         let steps = plan::plan(q, Direction::Forward, dtype, len, channels, inner, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
@@ -273,11 +287,13 @@ impl Cuda {
         let (len, channels) = check_shape(shape, &[])?;
         let inner = first_axis_inner(shape, len);
         let need = plan::layout(q, Direction::Backward, len, channels, inner).bytes;
+        // SAFETY: the caller vouches for the stream.
+        unsafe { self.check_raw_stream(stream)? };
         let bufs = Buffers {
             x,
             dy,
             out: dx,
-            workspace: ws.raw(need)?,
+            workspace: ws.ptr(stream, need)?,
         };
         let steps = plan::plan(q, Direction::Backward, dtype, len, channels, inner, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
@@ -302,6 +318,7 @@ impl Cuda {
             &[("x", x.len()), ("y", y.len())],
             &[("alpha", alpha.len())],
         )?;
+        self.check_stream(stream)?;
         let (xp, _x) = x.device_ptr(stream);
         let (ap, _a) = alpha.device_ptr(stream);
         let (yp, _y) = y.device_ptr_mut(stream);
@@ -339,16 +356,14 @@ impl Cuda {
             &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
             &[("alpha", alpha.len()), ("dalpha", dalpha.len())],
         )?;
-        ws.reserve(
-            stream,
-            plan::rsign_layout(Direction::Backward, len, channels).bytes,
-        )?;
+        let need = plan::rsign_layout(Direction::Backward, len, channels).bytes;
+        ws.reserve(self, stream, need)?;
+        let wp = ws.ptr(stream.cu_stream(), need)?;
         let (xp, _x) = x.device_ptr(stream);
         let (ap, _a) = alpha.device_ptr(stream);
         let (dyp, _dy) = dy.device_ptr(stream);
         let (dxp, _dx) = dx.device_ptr_mut(stream);
         let (dap, _da) = dalpha.device_ptr_mut(stream);
-        let (wp, _w) = ws.device_ptr(stream);
         let bufs = RSignBuffers {
             x: xp,
             alpha: ap,
@@ -382,6 +397,8 @@ impl Cuda {
         y: cu::CUdeviceptr,
     ) -> Result<()> {
         let (len, channels) = check_thresholds(q, shape, &[], &[])?;
+        // SAFETY: the caller vouches for the stream.
+        unsafe { self.check_raw_stream(stream)? };
         let bufs = RSignBuffers {
             x,
             alpha,
@@ -417,17 +434,59 @@ impl Cuda {
     ) -> Result<()> {
         let (len, channels) = check_thresholds(q, shape, &[], &[])?;
         let need = plan::rsign_layout(Direction::Backward, len, channels).bytes;
+        // SAFETY: the caller vouches for the stream.
+        unsafe { self.check_raw_stream(stream)? };
         let bufs = RSignBuffers {
             x,
             alpha,
             dy,
             out: dx,
             dalpha,
-            workspace: ws.raw(need)?,
+            workspace: ws.ptr(stream, need)?,
         };
         let steps = plan::plan_rsign(Direction::Backward, dtype, len, channels, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
         unsafe { self.run(&steps, stream) }
+    }
+
+    /// Refuses a stream of another context: its kernels would run on
+    /// another device's memory (or the launch would fail).
+    pub(crate) fn check_stream(&self, stream: &CudaStream) -> Result<()> {
+        if stream.context().cu_ctx() == self.ctx.cu_ctx() {
+            Ok(())
+        } else {
+            Err(Error::StreamContext(format!(
+                "stream of device {}, kernels of device {}",
+                stream.context().ordinal(),
+                self.ctx.ordinal()
+            )))
+        }
+    }
+
+    /// [`check_stream`](Self::check_stream) for a raw stream. The legacy
+    /// and per-thread default streams are the current context's, which
+    /// the call binds to this one.
+    ///
+    /// # Safety
+    /// `stream` is a live stream handle.
+    pub(crate) unsafe fn check_raw_stream(&self, stream: cu::CUstream) -> Result<()> {
+        let special = [0usize, 1, 2].contains(&(stream as usize));
+        if special {
+            return Ok(());
+        }
+        let mut ctx = std::ptr::null_mut();
+        // SAFETY: a live stream, an out-pointer.
+        unsafe { cu::cuStreamGetCtx(stream, &mut ctx) }
+            .result()
+            .map_err(driver("cuStreamGetCtx"))?;
+        if ctx == self.ctx.cu_ctx() {
+            Ok(())
+        } else {
+            Err(Error::StreamContext(format!(
+                "a stream of context {ctx:?}, kernels of device {}",
+                self.ctx.ordinal()
+            )))
+        }
     }
 
     /// Enqueues `steps` on `stream`.
@@ -465,7 +524,16 @@ impl Cuda {
                     }
                     .map_err(driver("cuLaunchKernel"))?;
                 }
+                // In place there is nothing to copy, and an overlapping
+                // cuMemcpyDtoDAsync is undefined.
+                Step::Copy { src, dst, .. } if src == dst => {}
                 Step::Copy { src, dst, bytes } => {
+                    if src.abs_diff(*dst) < *bytes as u64 {
+                        return Err(Error::Overlap {
+                            input: "x",
+                            output: "y",
+                        });
+                    }
                     // SAFETY: both ranges are `bytes` long (checked shapes).
                     unsafe { result::memcpy_dtod_async(*dst, *src, *bytes, stream) }
                         .map_err(driver("cuMemcpyDtoDAsync"))?;
@@ -488,54 +556,130 @@ fn entries(ptx: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Device scratch for the reductions (partial sums, thresholds, scales).
-/// Keep one per stream: calls on one stream reuse it in order.
+///
+/// A workspace belongs to the stream it first grows on: it is allocated
+/// and freed in that stream's order (`cuMemAllocAsync`, `cuMemFreeAsync`),
+/// so growing it never waits for the host, and work still queued on the
+/// stream keeps its memory until that work is done, whenever the workspace
+/// is dropped. Keep one per stream (with `CU_STREAM_PER_THREAD`, one per
+/// thread); using it with another stream is [`Error::WorkspaceStream`].
+/// Once it is large enough, calls allocate nothing, and can be captured
+/// into a CUDA graph.
 #[derive(Debug, Default)]
 pub struct Workspace {
-    buf: Option<CudaSlice<u8>>,
+    buf: Option<Scratch>,
 }
 
+#[derive(Debug)]
+struct Scratch {
+    ptr: cu::CUdeviceptr,
+    bytes: usize,
+    stream: cu::CUstream,
+    ctx: Arc<CudaContext>,
+    /// A cudarc stream kept alive until the memory is freed on it.
+    _owner: Option<Arc<CudaStream>>,
+}
+
+// SAFETY: the raw stream and pointer are handles the driver accepts from
+// any thread; the context is bound before each use.
+unsafe impl Send for Scratch {}
+unsafe impl Sync for Scratch {}
+
 impl Workspace {
-    /// An empty workspace; the first call that reduces allocates it.
+    /// An empty workspace; the first call that reduces grows it.
     pub fn new() -> Self {
         Workspace { buf: None }
     }
 
     /// Bytes it holds.
     pub fn capacity(&self) -> usize {
-        self.buf.as_ref().map_or(0, |b| b.len())
+        self.buf.as_ref().map_or(0, |b| b.bytes)
     }
 
-    fn reserve(&mut self, stream: &Arc<CudaStream>, bytes: usize) -> Result<()> {
-        if bytes > self.capacity() {
-            self.buf = Some(
-                stream
-                    .alloc_zeros::<u8>(bytes)
-                    .map_err(driver("cuMemAllocAsync"))?,
-            );
+    /// Grows the workspace to at least `bytes` on `stream` (of `cuda`'s
+    /// context), so that later calls on `stream` need not allocate; see
+    /// [`Cuda::workspace_bytes`].
+    pub fn reserve(&mut self, cuda: &Cuda, stream: &Arc<CudaStream>, bytes: usize) -> Result<()> {
+        cuda.check_stream(stream)?;
+        // SAFETY: a live stream of the context, kept alive by the clone.
+        unsafe { self.grow(&cuda.ctx, stream.cu_stream(), Some(stream.clone()), bytes) }
+    }
+
+    /// [`reserve`](Self::reserve) on a raw stream, for the `_raw` calls.
+    ///
+    /// # Safety
+    /// `stream` must be a stream of `cuda`'s context (or null, the legacy
+    /// one) that outlives the workspace.
+    pub unsafe fn reserve_raw(
+        &mut self,
+        cuda: &Cuda,
+        stream: cu::CUstream,
+        bytes: usize,
+    ) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            cuda.check_raw_stream(stream)?;
+            self.grow(&cuda.ctx, stream, None, bytes)
         }
+    }
+
+    unsafe fn grow(
+        &mut self,
+        ctx: &Arc<CudaContext>,
+        stream: cu::CUstream,
+        owner: Option<Arc<CudaStream>>,
+        bytes: usize,
+    ) -> Result<()> {
+        if let Some(b) = &self.buf
+            && (b.stream != stream || b.ctx.cu_ctx() != ctx.cu_ctx())
+        {
+            return Err(Error::WorkspaceStream);
+        }
+        if bytes <= self.capacity() {
+            return Ok(());
+        }
+        ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+        // SAFETY: the stream is the caller's, of this context.
+        let ptr =
+            unsafe { result::malloc_async(stream, bytes) }.map_err(driver("cuMemAllocAsync"))?;
+        if let Some(old) = self.buf.take() {
+            // In the stream's order: queued work that reads it comes first.
+            // SAFETY: allocated on this stream by an earlier grow.
+            unsafe { result::free_async(old.ptr, old.stream) }.map_err(driver("cuMemFreeAsync"))?;
+        }
+        self.buf = Some(Scratch {
+            ptr,
+            bytes,
+            stream,
+            ctx: ctx.clone(),
+            _owner: owner,
+        });
         Ok(())
     }
 
-    fn device_ptr<'a>(
-        &'a mut self,
-        stream: &'a CudaStream,
-    ) -> (u64, Option<cudarc::driver::SyncOnDrop<'a>>) {
-        match self.buf.as_mut() {
-            Some(b) => {
-                let (p, guard) = b.device_ptr_mut(stream);
-                (p, Some(guard))
-            }
-            None => (0, None),
-        }
-    }
-
-    fn raw(&self, need: usize) -> Result<u64> {
-        if need > self.capacity() {
-            return Err(Error::WorkspaceTooSmall {
+    /// The device pointer for a call on `stream` that needs `need` bytes.
+    fn ptr(&self, stream: cu::CUstream, need: usize) -> Result<u64> {
+        match &self.buf {
+            _ if need == 0 => Ok(0),
+            Some(b) if b.stream != stream => Err(Error::WorkspaceStream),
+            Some(b) if b.bytes >= need => Ok(b.ptr),
+            _ => Err(Error::WorkspaceTooSmall {
                 need,
                 have: self.capacity(),
-            });
+            }),
         }
-        Ok(self.buf.as_ref().map_or(0, |b| b.device_ptr(b.stream()).0))
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            // A drop cannot report a failure; the context keeps it for
+            // its next call (cudarc's error state).
+            b.ctx.record_err(b.ctx.bind_to_thread());
+            // SAFETY: allocated on this stream, which the caller keeps alive.
+            b.ctx
+                .record_err(unsafe { result::free_async(b.ptr, b.stream) });
+        }
     }
 }

@@ -4,9 +4,13 @@
 //! its symbols is missing, and a stub libcuda (the one CUDA toolkits ship for
 //! linking) loads fine but fails every call. So before cudarc is touched the
 //! library is opened here, the symbols lowbit relies on are looked up, and
-//! `cuInit` and `cuDeviceGetCount` are called directly.
+//! `cuInit` and `cuDeviceGetCount` are called directly. The library stays
+//! loaded for the life of the process: cudarc's own handle is another
+//! reference to it, and unloading a driver between the two would drop the
+//! state `cuInit` set up.
 
 use std::ffi::c_int;
+use std::sync::OnceLock;
 
 /// What the probe found: a usable driver with at least one device.
 #[derive(Debug, Clone)]
@@ -16,19 +20,31 @@ pub(crate) struct Driver {
     pub version: i32,
 }
 
-/// Driver entry points cudarc calls on lowbit's behalf.
+/// Driver entry points lowbit calls, itself or through cudarc (cudarc
+/// resolves each on first use, and panics on one that is missing).
 const SYMBOLS: &[&str] = &[
     "cuInit",
     "cuDriverGetVersion",
+    "cuGetErrorString",
+    "cuGetErrorName",
     "cuDeviceGetCount",
     "cuDeviceGet",
     "cuDeviceGetName",
     "cuDeviceGetAttribute",
     "cuDevicePrimaryCtxRetain",
-    "cuDevicePrimaryCtxRelease",
+    "cuDevicePrimaryCtxRelease_v2",
     "cuCtxSetCurrent",
     "cuCtxGetCurrent",
+    "cuCtxGetDevice",
+    "cuCtxGetId",
     "cuCtxSynchronize",
+    "cuPointerGetAttribute",
+    "cuStreamCreate",
+    "cuStreamDestroy_v2",
+    "cuStreamGetCtx",
+    "cuStreamGetId",
+    "cuMemAlloc_v2",
+    "cuMemFree_v2",
     "cuModuleLoadData",
     "cuModuleGetFunction",
     "cuModuleUnload",
@@ -57,11 +73,16 @@ pub(crate) fn probe() -> Result<Driver, String> {
         .iter()
         .flat_map(|l| cudarc::get_lib_name_candidates(l))
         .collect();
+    static LIB: OnceLock<Option<libloading::Library>> = OnceLock::new();
     // SAFETY: loading the CUDA driver library runs its initializers, which
     // is what using CUDA at all requires.
-    let lib = candidates
-        .iter()
-        .find_map(|name| unsafe { libloading::Library::new(name) }.ok())
+    let lib = LIB
+        .get_or_init(|| {
+            candidates
+                .iter()
+                .find_map(|name| unsafe { libloading::Library::new(name) }.ok())
+        })
+        .as_ref()
         .ok_or_else(|| "the CUDA driver library (libcuda) was not found".to_string())?;
     for name in SYMBOLS {
         // SAFETY: only the symbol's presence is checked; it is not called.

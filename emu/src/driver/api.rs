@@ -471,7 +471,7 @@ pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
         let ctx = current_context().ok_or(code::INVALID_CONTEXT)?;
         s.context(ctx)?;
         s.host_sync();
-        s.force_all(d());
+        s.force_all(d(), Some(ctx));
         s.current().map(|_| ())
     })
 }
@@ -646,7 +646,7 @@ fn finish_stream(h: Handle, query: bool) -> CUresult {
             s.host_sync();
         }
         let last = s.sync_point(sid);
-        s.force(d(), last);
+        s.force(d(), sid, last);
         let ctx = s.streams[&sid].ctx;
         s.context(ctx)?.error.map_or(Ok(()), Err)
     })
@@ -686,6 +686,32 @@ pub unsafe extern "C" fn cuStreamGetCtx(h: Handle, pctx: *mut Handle) -> CUresul
         let mut s = d().ready()?;
         let sid = s.stream(id(h))?;
         unsafe { out(pctx, handle(s.streams[&sid].ctx)) }
+    })
+}
+
+/// A stream's unique id: handles are never reused, so the stream's own
+/// (the legacy and per-thread streams resolved first) serves.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuStreamGetId(h: Handle, sid: *mut u64) -> CUresult {
+    guard(|| {
+        let mut s = d().ready()?;
+        let stream = s.stream(id(h))?;
+        unsafe { out(sid, stream) }
+    })
+}
+
+/// A context's unique id (its handle, never reused).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuCtxGetId(ctx: Handle, cid: *mut u64) -> CUresult {
+    guard(|| {
+        let s = d().ready()?;
+        let ctx = if ctx.is_null() {
+            current_context().ok_or(code::INVALID_CONTEXT)?
+        } else {
+            id(ctx)
+        };
+        s.context(ctx)?;
+        unsafe { out(cid, ctx) }
     })
 }
 
@@ -787,7 +813,7 @@ fn finish_event(event: Handle, query: bool) -> CUresult {
             if !query || pending {
                 s.host_sync();
             }
-            s.force(d(), seq);
+            s.force(d(), sid, seq);
         }
         s.context(ctx)?.error.map_or(Ok(()), Err)
     })
@@ -833,10 +859,10 @@ fn elapsed(ms: *mut f32, start: Handle, end: Handle) -> CUresult {
             if ev.flags & 2 != 0 {
                 return Err(code::INVALID_HANDLE);
             }
-            let Some((_, seq)) = ev.record else {
+            let Some((sid, seq)) = ev.record else {
                 return Err(code::INVALID_HANDLE);
             };
-            s.force(d(), seq);
+            s.force(d(), sid, seq);
             times[i] = s.events[&id(e)].time;
         }
         let (Some(a), Some(b)) = (times[0], times[1]) else {
@@ -930,7 +956,8 @@ pub unsafe extern "C" fn cuMemFree_v2(ptr: CUdeviceptr) -> CUresult {
         check_free(ptr)?;
         // cuMemFree waits for the device, as cudaFree does.
         s.host_sync();
-        s.force_all(d());
+        let ctx = current_context();
+        s.force_all(d(), ctx);
         s.counted(|c| c.frees += 1);
         d().memory.free(None, ptr);
         s.current().map(|_| ())
@@ -999,7 +1026,7 @@ pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
         let mut s = d().ready()?;
         match s.pinned.get(&(p as usize)) {
             Some(&(size, true)) => {
-                s.force_all(d());
+                s.force_all(d(), None);
                 s.pinned.remove(&(p as usize));
                 let layout = std::alloc::Layout::from_size_align(size, 4096).unwrap();
                 // SAFETY: allocated by host_alloc with this layout.
@@ -1037,7 +1064,7 @@ pub unsafe extern "C" fn cuMemHostUnregister(p: *mut c_void) -> CUresult {
         let mut s = d().ready()?;
         match s.pinned.get(&(p as usize)) {
             Some(&(_, false)) => {
-                s.force_all(d());
+                s.force_all(d(), None);
                 s.pinned.remove(&(p as usize));
                 Ok(())
             }
@@ -1099,7 +1126,7 @@ fn download(s: &mut State, sid: u64, dst: *mut c_void, src: u64, n: usize, sync:
     // A copy to pageable memory returns once it is done.
     if sync || !pinned {
         s.host_sync();
-        s.force(d(), seq);
+        s.force(d(), sid, seq);
         let ctx = s.streams[&sid].ctx;
         return s.context(ctx)?.error.map_or(Ok(()), Err);
     }
@@ -1109,6 +1136,13 @@ fn download(s: &mut State, sid: u64, dst: *mut c_void, src: u64, n: usize, sync:
 fn copy_d2d(s: &mut State, sid: u64, dst: u64, src: u64, n: usize) -> Res<()> {
     device_range(src, n, "copy from the device")?;
     device_range(dst, n, "copy to the device")?;
+    // The driver leaves an overlapping copy undefined (cuMemcpy's docs).
+    if src.abs_diff(dst) < n as u64 {
+        report(format!(
+            "copy of {n} bytes from {src:#x} to {dst:#x}: the ranges overlap"
+        ));
+        return Err(code::INVALID_VALUE);
+    }
     s.submit(sid, Work::Copy { dst, src, len: n }, Vec::new());
     Ok(())
 }
@@ -1176,7 +1210,7 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2(
         if n > 0 {
             let seq = upload(&mut s, sid, dst, src, n)?;
             s.host_sync();
-            s.force(d(), seq);
+            s.force(d(), sid, seq);
         }
         s.current().map(|_| ())
     })
@@ -1224,7 +1258,7 @@ fn copy_any(dst: u64, src: u64, n: usize, h: Option<Handle>) -> CUresult {
                 let seq = upload(&mut s, sid, dst, src as *const c_void, n)?;
                 if h.is_none() {
                     s.host_sync();
-                    s.force(d(), seq);
+                    s.force(d(), sid, seq);
                 }
                 Ok(())
             }
@@ -1233,7 +1267,7 @@ fn copy_any(dst: u64, src: u64, n: usize, h: Option<Handle>) -> CUresult {
                 // Host to host: a plain copy, ordered after the stream's work.
                 let last = s.stream_last(sid);
                 s.host_sync();
-                s.force(d(), last);
+                s.force(d(), sid, last);
                 // SAFETY: the caller passes `n` bytes at both pointers.
                 unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, n) };
                 Ok(())
@@ -1437,7 +1471,7 @@ fn load_module(pm: *mut Handle, image: *const c_void) -> CUresult {
             report("cuModuleLoadData: the PTX is not UTF-8");
             return Err(code::INVALID_PTX);
         };
-        let module = match ptx::parse(text, d().config.max_ptx()) {
+        let mut module = match ptx::parse(text, d().config.max_ptx()) {
             Ok(m) => m,
             Err(e) => {
                 report(format!("cuModuleLoadData: {e}"));
@@ -1456,6 +1490,20 @@ fn load_module(pm: *mut Handle, image: *const c_void) -> CUresult {
             ));
             return Err(code::INVALID_PTX);
         }
+        // Global variables live in the loading context's device memory,
+        // initialized as declared.
+        let device = s.contexts[&ctx].device;
+        let mut globals = Vec::new();
+        for g in &module.globals {
+            let p = d()
+                .memory
+                .alloc(device, g.init.len().max(1))
+                .map_err(|_| code::OUT_OF_MEMORY)?;
+            let (a, _) = d().memory.find(p, 1).map_err(|_| code::UNKNOWN)?;
+            a.write_bytes(0, &g.init);
+            globals.push(p);
+        }
+        module.bind_globals(&globals);
         s.counted(|c| c.module_loads += 1);
         let h = s.handle();
         s.modules.insert(
@@ -1463,6 +1511,7 @@ fn load_module(pm: *mut Handle, image: *const c_void) -> CUresult {
             Loaded {
                 ctx,
                 module: Arc::new(module),
+                globals,
             },
         );
         unsafe { out(pm, handle(h)) }
@@ -1492,6 +1541,11 @@ pub unsafe extern "C" fn cuModuleUnload(m: Handle) -> CUresult {
         let loaded = s.modules.remove(&id(m)).ok_or(code::INVALID_HANDLE)?;
         s.functions
             .retain(|_, f| !Arc::ptr_eq(&f.module, &loaded.module));
+        // Launches still queued may read the globals.
+        s.force_all(d(), Some(loaded.ctx));
+        for p in loaded.globals {
+            d().memory.free(None, p);
+        }
         Ok(())
     })
 }
@@ -1545,13 +1599,35 @@ pub unsafe extern "C" fn cuModuleGetFunction(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuModuleGetGlobal_v2(
-    _dptr: *mut CUdeviceptr,
-    _bytes: *mut usize,
-    _m: Handle,
-    _name: *const c_char,
+    dptr: *mut CUdeviceptr,
+    bytes: *mut usize,
+    m: Handle,
+    name: *const c_char,
 ) -> CUresult {
-    // Modules with global variables do not load, so no global exists.
-    code::NOT_FOUND
+    guard(|| {
+        let s = d().ready()?;
+        if name.is_null() {
+            return Err(code::INVALID_VALUE);
+        }
+        // SAFETY: a NUL-terminated name.
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        let loaded = s.modules.get(&id(m)).ok_or(code::INVALID_HANDLE)?;
+        let i = loaded
+            .module
+            .globals
+            .iter()
+            .position(|g| g.name.as_bytes() == name)
+            .ok_or(code::NOT_FOUND)?;
+        unsafe {
+            if !dptr.is_null() {
+                out(dptr, loaded.globals[i])?;
+            }
+            if !bytes.is_null() {
+                out(bytes, loaded.module.globals[i].init.len())?;
+            }
+        }
+        Ok(())
+    })
 }
 
 #[unsafe(no_mangle)]

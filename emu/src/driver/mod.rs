@@ -3,11 +3,13 @@
 //!
 //! Work is queued, not run, when it is submitted: it runs when the host
 //! waits for it (a synchronize, a query, a copy into pageable host memory),
-//! in the order it was submitted across all streams. That order is one a GPU
+//! each stream in its order, all the context's streams taking turns one item
+//! at a time until the work waited for is done. That is a schedule a GPU
 //! could take, and it is hostile to missing synchronization: a kernel runs
-//! as late as it may. Frees are the exception: a `cuMemFreeAsync` runs as
-//! soon as the work it is ordered after has run, as early as it may, so a
-//! kernel still queued on another stream meets freed memory and fails.
+//! as late as it may, and two streams that are not ordered interleave. Frees are the exception: a `cuMemFreeAsync`
+//! runs as soon as the work it is ordered after has run, as early as it
+//! may, so a kernel still queued on another stream meets freed memory and
+//! fails.
 //!
 //! The legacy default stream is ordered with the context's blocking streams
 //! (the per-thread default streams among them), and not with streams made
@@ -192,6 +194,8 @@ pub(crate) struct Event {
 pub(crate) struct Loaded {
     pub ctx: u64,
     pub module: Arc<ptx::Module>,
+    /// Where its `.global` variables live, by index.
+    pub globals: Vec<u64>,
 }
 
 pub(crate) struct Function {
@@ -368,7 +372,7 @@ impl State {
     /// Destroys a context: its work runs first (as a GPU finishes it), then
     /// its streams, events, modules and functions go.
     pub fn destroy_context(&mut self, d: &Driver, ctx: u64) {
-        self.force_all(d);
+        self.force_all(d, Some(ctx));
         self.streams.retain(|_, s| s.ctx != ctx);
         self.events.retain(|_, e| e.ctx != ctx);
         self.modules.retain(|_, m| m.ctx != ctx);
@@ -486,36 +490,57 @@ impl State {
         }
     }
 
-    /// Runs every queued work item up to `target`, in submission order
-    /// across all streams.
-    pub fn force(&mut self, d: &Driver, target: u64) {
-        loop {
-            let next = self
-                .streams
-                .iter()
-                .filter_map(|(&id, s)| s.queue.front().map(|p| (p.seq, id)))
-                .filter(|&(seq, _)| seq <= target)
-                .min();
-            let Some((_, id)) = next else { return };
-            let p = self
-                .streams
-                .get_mut(&id)
-                .unwrap()
-                .queue
-                .pop_front()
-                .unwrap();
-            // Earlier work has run already; an eager free may have left a
-            // dependency of a stream that runs out of order.
-            for &(dep, dseq) in &p.deps {
-                self.run_until(d, dep, dseq);
-            }
-            self.run(d, id, p);
-        }
+    /// Runs `stream`'s work up to `target`. The context's streams take turns
+    /// one item at a time (in the order they were made), whatever they hold,
+    /// until `stream` is there: streams not ordered with each other
+    /// interleave, as they may on a GPU, so two streams that share memory
+    /// without synchronizing meet each other's writes. Each item runs after
+    /// what it waits for.
+    pub fn force(&mut self, d: &Driver, stream: u64, target: u64) {
+        let ctx = self.streams.get(&stream).map(|s| s.ctx);
+        self.interleave(d, ctx, |st| {
+            st.streams.get(&stream).is_none_or(|s| s.done >= target)
+        });
     }
 
-    pub fn force_all(&mut self, d: &Driver) {
-        let target = self.seq;
-        self.force(d, target);
+    /// Runs all queued work of `ctx` (of every context: `None`). Contexts
+    /// are independent; running only the one waited for keeps one
+    /// context's timing out of another's.
+    pub fn force_all(&mut self, d: &Driver, ctx: Option<u64>) {
+        self.interleave(d, ctx, |st| {
+            st.streams
+                .values()
+                .all(|s| s.queue.is_empty() || ctx.is_some_and(|c| s.ctx != c))
+        });
+    }
+
+    fn interleave(&mut self, d: &Driver, ctx: Option<u64>, done: impl Fn(&State) -> bool) {
+        let mut ids: Vec<u64> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| ctx.is_none_or(|c| s.ctx == c))
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        while !done(self) {
+            let mut progressed = false;
+            for &id in &ids {
+                if done(self) {
+                    return;
+                }
+                let Some(p) = self.streams.get_mut(&id).and_then(|s| s.queue.pop_front()) else {
+                    continue;
+                };
+                for &(dep, dseq) in &p.deps {
+                    self.run_until(d, dep, dseq);
+                }
+                self.run(d, id, p);
+                progressed = true;
+            }
+            if !progressed {
+                return;
+            }
+        }
     }
 
     /// Submits a free and runs it at once, after only what it waits for.

@@ -36,7 +36,7 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// A loaded module: its kernels and the shared memory they declare.
+/// A loaded module: its kernels and the global variables they may use.
 #[derive(Debug)]
 pub struct Module {
     /// `.version`, as (major, minor).
@@ -44,11 +44,47 @@ pub struct Module {
     /// `.target`'s `sm_NN`, as NN.
     pub target: u32,
     pub kernels: Vec<Kernel>,
+    /// Module-scope `.global` variables, which the driver places in device
+    /// memory when it loads the module ([`Module::bind_globals`]).
+    pub globals: Vec<Global>,
+}
+
+/// A `.global` variable: its bytes as initialized (zeros where the
+/// declaration has no initializer).
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub name: String,
+    pub align: usize,
+    pub init: Vec<u8>,
 }
 
 impl Module {
     pub fn kernel(&self, name: &str) -> Option<&Kernel> {
         self.kernels.iter().find(|k| k.name == name)
+    }
+
+    /// Puts the global variables' device addresses (by index in
+    /// `globals`) into the instructions that name them.
+    pub fn bind_globals(&mut self, addresses: &[u64]) {
+        let src = |s: &mut Src| {
+            if let Src::Global(i) = *s {
+                *s = Src::Imm(addresses[i as usize]);
+            }
+        };
+        for k in &mut self.kernels {
+            for ins in &mut k.code {
+                match &mut ins.op {
+                    Op::Mov { a, .. } => src(a),
+                    Op::Ld { addr, .. } | Op::St { addr, .. } | Op::Atom { addr, .. } => {
+                        if let Base::Global(i) = addr.base {
+                            addr.base = Base::Abs;
+                            addr.offset = addr.offset.wrapping_add(addresses[i as usize] as i64);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
@@ -189,6 +225,8 @@ pub enum Src {
     /// The operand's bits, already in the instruction's type.
     Imm(u64),
     Special(Special),
+    /// A global variable's address, until the driver binds it.
+    Global(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +262,8 @@ pub enum Base {
     Abs,
     /// A kernel parameter, by index.
     Param(u32),
+    /// A global variable, by index, until the driver binds it.
+    Global(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -135,6 +135,22 @@ enum RawOp {
     Pair(String, String),
 }
 
+/// A variable declaration.
+struct Var {
+    name: String,
+    size: usize,
+    align: usize,
+    #[allow(dead_code)] // kept for messages
+    ty: Ty,
+    init: Option<Vec<u8>>,
+}
+
+impl Var {
+    fn shared(self) -> R<(String, usize, usize)> {
+        Ok((self.name, self.size, self.align))
+    }
+}
+
 struct Body {
     code: Vec<Instr>,
     labels: HashMap<String, u32>,
@@ -144,6 +160,24 @@ struct Body {
     dynamic_shared: bool,
     regs: Regs,
     params: HashMap<String, u32>,
+    globals: HashMap<String, u32>,
+}
+
+impl Body {
+    /// A body with no names in it, for decoding module-level literals.
+    fn empty() -> Self {
+        Body {
+            code: Vec::new(),
+            labels: HashMap::new(),
+            fixups: Vec::new(),
+            shared: HashMap::new(),
+            shared_bytes: 0,
+            dynamic_shared: false,
+            regs: Regs::default(),
+            params: HashMap::new(),
+            globals: HashMap::new(),
+        }
+    }
 }
 
 impl<'a> Parser<'a> {
@@ -235,6 +269,8 @@ impl<'a> Parser<'a> {
         let mut shared = HashMap::new();
         let mut shared_bytes = 0usize;
         let mut dynamic_shared = false;
+        let mut globals: Vec<Global> = Vec::new();
+        let mut global_names = HashMap::new();
         while self.peek().is_some() {
             let w = self.word()?;
             match w {
@@ -296,11 +332,16 @@ impl<'a> Parser<'a> {
                     let (Some(_), Some(_)) = (version, target) else {
                         return self.err(".entry before .version and .target");
                     };
-                    kernels.push(self.kernel(&shared, shared_bytes, dynamic_shared)?);
+                    kernels.push(self.kernel(
+                        &shared,
+                        shared_bytes,
+                        dynamic_shared,
+                        &global_names,
+                    )?);
                 }
                 ".shared" => {
                     let external = self.toks[self.pos - 2].tok == Tok::Word(".extern".into());
-                    let (name, size, align) = self.variable()?;
+                    let (name, size, align) = self.variable(false)?.shared()?;
                     if external {
                         dynamic_shared = true;
                         shared.insert(name, DYNAMIC);
@@ -309,6 +350,17 @@ impl<'a> Parser<'a> {
                         shared.insert(name, shared_bytes as u32);
                         shared_bytes += size;
                     }
+                }
+                ".global" => {
+                    let v = self.variable(true)?;
+                    global_names.insert(v.name.clone(), globals.len() as u32);
+                    let mut init = v.init.unwrap_or_default();
+                    init.resize(v.size, 0);
+                    globals.push(Global {
+                        name: v.name,
+                        align: v.align,
+                        init,
+                    });
                 }
                 ".file" | ".loc" => self.skip_line(),
                 ".pragma" => {
@@ -326,12 +378,13 @@ impl<'a> Parser<'a> {
             version,
             target,
             kernels,
+            globals,
         })
     }
 
-    /// `{.align N} .type NAME{[N]...};` after `.shared`; returns the name,
-    /// the size in bytes (0 for `[]`) and the alignment.
-    fn variable(&mut self) -> R<(String, usize, usize)> {
+    /// `{.align N} .type NAME{[N]...} {= init};` after `.shared` or
+    /// `.global`; an initializer only where `initialized` allows one.
+    fn variable(&mut self, initialized: bool) -> R<Var> {
         let mut align = None;
         if self.peek_word() == Some(".align") {
             self.pos += 1;
@@ -351,15 +404,61 @@ impl<'a> Parser<'a> {
             size *= self.number()? as usize;
             self.expect(']')?;
         }
+        let mut init = None;
         if self.eat('=') {
-            return self.err("initialized variables are not emulated");
+            if !initialized {
+                return self.err("shared variables take no initializer");
+            }
+            let mut bytes = Vec::new();
+            self.initializer(ty, &mut bytes)?;
+            if bytes.len() > size {
+                return self.err(format!(
+                    "{} bytes of initializer for {size} bytes",
+                    bytes.len()
+                ));
+            }
+            init = Some(bytes);
         }
         self.expect(';')?;
         let align = align.unwrap_or(ty.bytes());
         if !align.is_power_of_two() {
             return self.err(format!(".align {align} is not a power of two"));
         }
-        Ok((name, size, align))
+        Ok(Var {
+            name,
+            size,
+            align,
+            ty,
+            init,
+        })
+    }
+
+    /// A scalar, or a `{...}` list of them (nested for arrays of arrays).
+    fn initializer(&mut self, ty: Ty, out: &mut Vec<u8>) -> R<()> {
+        if self.eat('{') {
+            loop {
+                self.initializer(ty, out)?;
+                if self.eat('}') {
+                    return Ok(());
+                }
+                self.expect(',')?;
+            }
+        }
+        let neg = self.eat('-');
+        let text = match self.next()? {
+            Tok::Num(n) => n.clone(),
+            _ => return self.err("only numeric initializers are emulated"),
+        };
+        let cx = Cx {
+            b: &Body::empty(),
+            line: self.line(),
+            opcode: ".global",
+        };
+        // A b8 array initializes bytes; other types their own width.
+        let ty = if ty == Ty::B8 { Ty::U8 } else { ty };
+        let bits = cx.imm(&text, neg, ty)?;
+        out.extend_from_slice(&bits.to_le_bytes()[..ty.bytes()]);
+        Ok(())
     }
 
     fn kernel(
@@ -367,6 +466,7 @@ impl<'a> Parser<'a> {
         module_shared: &HashMap<String, u32>,
         module_shared_bytes: usize,
         module_dynamic: bool,
+        globals: &HashMap<String, u32>,
     ) -> R<Kernel> {
         let name = self.word()?.to_string();
         let mut params = Vec::new();
@@ -484,6 +584,7 @@ impl<'a> Parser<'a> {
                 .enumerate()
                 .map(|(i, p)| (p.name.clone(), i as u32))
                 .collect(),
+            globals: globals.clone(),
         };
         self.block(&mut body)?;
         for (at, label, line) in std::mem::take(&mut body.fixups) {
@@ -533,7 +634,7 @@ impl<'a> Parser<'a> {
                     if !b.code.is_empty() && b.dynamic_shared {
                         return self.err("a .shared variable declared after instructions that may use dynamic shared memory");
                     }
-                    let (name, size, align) = self.variable()?;
+                    let (name, size, align) = self.variable(false)?.shared()?;
                     b.shared_bytes = b.shared_bytes.next_multiple_of(align);
                     b.shared.insert(name, b.shared_bytes as u32);
                     b.shared_bytes += size;
@@ -762,9 +863,10 @@ impl Cx<'_> {
                             Ok(Src::Reg(r))
                         }
                     }
-                    _ => match self.shared(n) {
+                    _ => match (self.shared(n), self.b.globals.get(n)) {
                         // A shared variable's address in the shared window.
-                        Some(off) if !negate => Ok(Src::Imm(off as u64)),
+                        (Some(off), _) if !negate => Ok(Src::Imm(off as u64)),
+                        (None, Some(&g)) if !negate => Ok(Src::Global(g)),
                         _ => self.err(format!("`{n}` is not a declared register or variable")),
                     },
                 }
@@ -833,6 +935,11 @@ impl Cx<'_> {
                         Ok(Addr {
                             base: Base::Abs,
                             offset: off as i64 + offset,
+                        })
+                    } else if let Some(&g) = self.b.globals.get(name) {
+                        Ok(Addr {
+                            base: Base::Global(g),
+                            offset: *offset,
                         })
                     } else {
                         self.err(format!("`{name}` is not a register, parameter or variable"))

@@ -138,7 +138,14 @@ fn info() -> Result<(), Fail> {
     println!("why: {}", auto.reason());
     #[cfg(lowbit_cuda)]
     {
-        println!("kernels: built in, PTX for {}", lowbit::cuda::ptx::ARCH);
+        use lowbit::cuda::ptx;
+        println!(
+            "kernels: built in, PTX ISA {} for {} ({}); it needs a driver for {} or newer",
+            ptx::ISA,
+            ptx::ARCH,
+            ptx::COMPILER,
+            ptx::minimum_driver()
+        );
         if let Some(cuda) = auto.as_cuda() {
             let (name, (major, minor)) = cuda.device()?;
             println!("gpu: {name}, compute capability {major}.{minor}");
@@ -148,7 +155,7 @@ fn info() -> Result<(), Fail> {
         }
     }
     #[cfg(not(lowbit_cuda))]
-    println!("kernels: not built in (no nvcc when lowbit was built)");
+    println!("kernels: not built in (no CUDA compiler when lowbit was built)");
     println!("cpu threads: {}", rayon::current_num_threads());
     Ok(())
 }
