@@ -26,6 +26,8 @@ const SPECS: &[&str] = &[
     "noop(precision=32)",
     "ede(progress=0.75)",
     "ede(progress=1.0)",
+    "progressive_sign(temperature=0.5)",
+    "progressive_sign(temperature=0.9)",
 ];
 
 /// Grid points on [−2, 2]: a step of 0.005 puts 0 and ±1 exactly on the grid

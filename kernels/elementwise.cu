@@ -1,9 +1,11 @@
 // elementwise.cu: forward and backward of every quantizer, for f32, f16, bf16.
 //
-// One template walks the tensor; each quantizer is a small struct holding its
-// parameters and calling the formulas of quantize.cuh. LOWBIT_QUANTIZER
+// One template walks the tensor; each quantizer is a functor of functors.cuh
+// (shared with mask.cu) holding its parameters and calling the formulas of
+// quantize.cuh. LOWBIT_QUANTIZER
 // stamps out `<q>_fwd_<dt>` and `<q>_bwd_<dt>` for the three types. Launch
 // contract: see lowbit.h.
+#include "functors.cuh"
 #include "lowbit.h"
 #include "quantize.cuh"
 
@@ -14,10 +16,6 @@ template <typename T> struct alignas(LOWBIT_VECTOR_BYTES) Pack {
     static constexpr unsigned N = LOWBIT_VECTOR_BYTES / sizeof(T);
     T v[N];
 };
-
-// Which per-element scale a quantizer reads: none, its channel (i % n, the
-// last axis) or its row (i / n, the first axis).
-enum class Index { None, Channel, Row };
 
 // The scale index of consecutive elements from i on, with one 64-bit
 // division to start rather than one per element.
@@ -92,125 +90,6 @@ __device__ void map(const Q q, uint64_t len, uint64_t n, const T *x, const T *dy
     }
 }
 
-// The quantizers. fwd/bwd take the element's scale index, which only the
-// scaled ones read (index tells map() which index to track).
-
-struct SteSign {
-    static constexpr Index index = Index::None;
-    uint32_t has_clip;
-    float clip;
-    LOWBIT_FN explicit SteSign(const LowbitElementwise &p) : has_clip(p.has_clip), clip(p.clip) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_sign(x); }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t) const {
-        return lowbit_ste_grad(x, dy, has_clip, clip);
-    }
-};
-
-struct ApproxSign {
-    static constexpr Index index = Index::None;
-    LOWBIT_FN explicit ApproxSign(const LowbitElementwise &) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_sign(x); }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t) const { return lowbit_approx_sign_grad(x, dy); }
-};
-
-struct SwishSign {
-    static constexpr Index index = Index::None;
-    float beta;
-    LOWBIT_FN explicit SwishSign(const LowbitElementwise &p) : beta(p.beta) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_sign(x); }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t) const {
-        return lowbit_swish_sign_grad(x, dy, beta);
-    }
-};
-
-struct SteHeaviside {
-    static constexpr Index index = Index::None;
-    uint32_t has_clip;
-    float clip;
-    uint32_t unipolar;
-    LOWBIT_FN explicit SteHeaviside(const LowbitElementwise &p)
-        : has_clip(p.has_clip), clip(p.clip), unipolar(p.unipolar) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_heaviside(x); }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t) const {
-        return unipolar ? lowbit_ste_unipolar_grad(x, dy, has_clip, clip)
-                        : lowbit_ste_grad(x, dy, has_clip, clip);
-    }
-};
-
-struct Ede {
-    static constexpr Index index = Index::None;
-    float t;
-    LOWBIT_FN explicit Ede(const LowbitElementwise &p) : t(p.ede_t) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_sign(x); }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t) const { return lowbit_ede_grad(x, dy, t); }
-};
-
-// A sign quantizer times XNOR-Net's per-row scale: y = s_r * sign(x), and
-// Q's gradient of s_r * dy (s_r held constant), as in src/cpu.
-template <typename Q> struct RowScaled {
-    static constexpr Index index = Index::Row;
-    Q q;
-    const float *scales;
-    LOWBIT_FN explicit RowScaled(const LowbitElementwise &p) : q(p), scales(p.reduced) {}
-    LOWBIT_FN float fwd(float x, uint64_t r) const {
-        return lowbit_magnitude_aware_sign(x, scales[r]);
-    }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t r) const { return q.bwd(x, scales[r] * dy, 0); }
-};
-
-struct MagnitudeAwareSign {
-    static constexpr Index index = Index::Channel;
-    uint32_t has_clip;
-    float clip;
-    const float *scales;
-    LOWBIT_FN explicit MagnitudeAwareSign(const LowbitElementwise &p)
-        : has_clip(p.has_clip), clip(p.clip), scales(p.reduced) {}
-    LOWBIT_FN float fwd(float x, uint64_t c) const {
-        return lowbit_magnitude_aware_sign(x, scales[c]);
-    }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t c) const {
-        return lowbit_magnitude_aware_sign_grad(x, dy, scales[c], has_clip, clip);
-    }
-};
-
-struct SteTern {
-    static constexpr Index index = Index::None;
-    uint32_t has_clip;
-    float clip;
-    float threshold;
-    // TWN's threshold comes from the device reduction, a fixed one from the host.
-    LOWBIT_FN explicit SteTern(const LowbitElementwise &p)
-        : has_clip(p.has_clip), clip(p.clip), threshold(p.reduced ? p.reduced[0] : p.threshold) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_ternarize(x, threshold); }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t) const {
-        return lowbit_ste_grad(x, dy, has_clip, clip);
-    }
-};
-
-struct DorefaActivations {
-    static constexpr Index index = Index::None;
-    float levels;
-    LOWBIT_FN explicit DorefaActivations(const LowbitElementwise &p) : levels(p.levels) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_dorefa_quantize(x, levels); }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t) const {
-        return lowbit_dorefa_activations_grad(x, dy);
-    }
-};
-
-struct DorefaWeights {
-    static constexpr Index index = Index::None;
-    float levels;
-    float max_abs_tanh;
-    LOWBIT_FN explicit DorefaWeights(const LowbitElementwise &p)
-        : levels(p.levels), max_abs_tanh(p.reduced[0]) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const {
-        return lowbit_dorefa_weights(x, max_abs_tanh, levels);
-    }
-    LOWBIT_FN float bwd(float x, float dy, uint64_t) const {
-        return lowbit_dorefa_weights_grad(x, dy, max_abs_tanh);
-    }
-};
-
 // What Cursor divides by: the channel count or the row length.
 template <typename Q> LOWBIT_FN uint64_t index_size(const LowbitElementwise &p) {
     return Q::index == Index::Row ? p.inner : p.channels;
@@ -246,18 +125,8 @@ template <typename T> struct RSign {
     LOWBIT_KERNELS(name, Q, __half, f16)                                                      \
     LOWBIT_KERNELS(name, Q, __nv_bfloat16, bf16)
 
-LOWBIT_QUANTIZER(ste_sign, SteSign)
-LOWBIT_QUANTIZER(approx_sign, ApproxSign)
-LOWBIT_QUANTIZER(swish_sign, SwishSign)
-LOWBIT_QUANTIZER(ste_heaviside, SteHeaviside)
-LOWBIT_QUANTIZER(magnitude_aware_sign, MagnitudeAwareSign)
-LOWBIT_QUANTIZER(ste_tern, SteTern)
-LOWBIT_QUANTIZER(dorefa_activations, DorefaActivations)
-LOWBIT_QUANTIZER(dorefa_weights, DorefaWeights)
-LOWBIT_QUANTIZER(ede, Ede)
-LOWBIT_QUANTIZER(ste_sign_scaled, RowScaled<SteSign>)
-LOWBIT_QUANTIZER(approx_sign_scaled, RowScaled<ApproxSign>)
-LOWBIT_QUANTIZER(swish_sign_scaled, RowScaled<SwishSign>)
+#define LOWBIT_ELEMENTWISE(name, Q) LOWBIT_QUANTIZER(name, Q)
+#include "kernels.def"
 
 // rsign's kernels take alpha after x (lowbit.h); p.len and p.channels only.
 #define LOWBIT_RSIGN_KERNELS(T, dt)                                                           \

@@ -165,6 +165,8 @@ typedef struct LowbitElementwise {
     float threshold;
     /* DoReFa's n = 2^k - 1, computed once on the host (exact for k <= 24). */
     float levels;
+    /* progressive_sign's max(1 - t, 1e-7), computed once on the host. */
+    float divisor;
     /* Device pointer to a reduction's output, NULL when unused:
      * ste_tern with TWN: the threshold (1 float, from twn_threshold_finalize);
      * dorefa_weights: max|tanh x| (1 float, from max_abs_tanh_finalize);

@@ -1,9 +1,10 @@
 // mask.cu: forward passes that also save a 1-bit mask of where the gradient
 // passes, and the backward pass from that mask alone, for f32, f16, bf16.
 //
-// The bit is the predicate the gradient from x selects with (quantize.cuh's
-// *_passes, ports of scalar.rs's), so the gradient from the mask has the
-// gradient from x's bits. Element i is bit i % 32 of word i / 32.
+// The bit is the predicate the gradient from x selects with (the functors'
+// passes(), from functors.cuh, whose gradients elementwise.cu runs), so the
+// gradient from the mask has the gradient from x's bits. Element i is bit
+// i % 32 of word i / 32.
 //
 // Forward: one warp makes one mask word per step. Lane j handles element
 // 32w + j and __ballot_sync gathers the 32 predicates into the word, which
@@ -11,6 +12,7 @@
 // word (no atomics), and lanes past len vote 0, which zeroes the last word's
 // trailing bits. Backward: one element per thread, each reading its word
 // (the warp's 32 lanes read the same one). Launch contract: see lowbit.h.
+#include "functors.cuh"
 #include "lowbit.h"
 #include "quantize.cuh"
 
@@ -35,71 +37,13 @@ __device__ void forward(const Q q, uint64_t len, uint64_t channels, const T *x, 
         bool passes = false;
         if (i < len) {
             const float xf = lowbit_to_float(x[i]);
-            y[i] = lowbit_from_float<T>(q.fwd(xf, Q::per_channel ? i % channels : 0));
+            y[i] = lowbit_from_float<T>(q.fwd(xf, Q::index == Index::Channel ? i % channels : 0));
             passes = q.passes(xf);
         }
         const uint32_t word = __ballot_sync(kFullWarp, passes);
         if (lane == 0) mask[w] = word;
     }
 }
-
-// The quantizers that save a mask: fwd as in elementwise.cu, passes as the
-// gradient there selects.
-
-struct SteSign {
-    static constexpr bool per_channel = false;
-    uint32_t has_clip;
-    float clip;
-    LOWBIT_FN explicit SteSign(const LowbitElementwise &p) : has_clip(p.has_clip), clip(p.clip) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_sign(x); }
-    LOWBIT_FN bool passes(float x) const { return lowbit_ste_passes(x, has_clip, clip); }
-};
-
-struct SteHeaviside {
-    static constexpr bool per_channel = false;
-    uint32_t has_clip;
-    float clip;
-    uint32_t unipolar;
-    LOWBIT_FN explicit SteHeaviside(const LowbitElementwise &p)
-        : has_clip(p.has_clip), clip(p.clip), unipolar(p.unipolar) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_heaviside(x); }
-    LOWBIT_FN bool passes(float x) const {
-        return unipolar ? lowbit_ste_unipolar_passes(x, has_clip, clip)
-                        : lowbit_ste_passes(x, has_clip, clip);
-    }
-};
-
-struct MagnitudeAwareSign {
-    static constexpr bool per_channel = true;
-    uint32_t has_clip;
-    float clip;
-    const float *scales;
-    LOWBIT_FN explicit MagnitudeAwareSign(const LowbitElementwise &p)
-        : has_clip(p.has_clip), clip(p.clip), scales(p.reduced) {}
-    LOWBIT_FN float fwd(float x, uint64_t c) const {
-        return lowbit_magnitude_aware_sign(x, scales[c]);
-    }
-    LOWBIT_FN bool passes(float x) const { return lowbit_ste_passes(x, has_clip, clip); }
-};
-
-struct SteTern {
-    static constexpr bool per_channel = false;
-    uint32_t has_clip;
-    float clip;
-    float threshold;
-    LOWBIT_FN explicit SteTern(const LowbitElementwise &p)
-        : has_clip(p.has_clip), clip(p.clip), threshold(p.reduced ? p.reduced[0] : p.threshold) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_ternarize(x, threshold); }
-    LOWBIT_FN bool passes(float x) const { return lowbit_ste_passes(x, has_clip, clip); }
-};
-
-struct DorefaActivations {
-    static constexpr bool per_channel = false;
-    float levels;
-    LOWBIT_FN explicit DorefaActivations(const LowbitElementwise &p) : levels(p.levels) {}
-    LOWBIT_FN float fwd(float x, uint64_t) const { return lowbit_dorefa_quantize(x, levels); }
-    LOWBIT_FN bool passes(float x) const { return lowbit_dorefa_activations_passes(x); }
-};
 
 // dx[i] = dy[i] (times its channel's saved scale) where bit i is set, else +0.
 template <typename T, bool PerChannel>
@@ -125,7 +69,7 @@ __device__ void backward(uint64_t len, uint64_t channels, const uint32_t *mask, 
         forward<T>(q, p.len, p.channels, x, y, mask);                                         \
         /* The caller keeps the scale for the backward pass. Exact: the                       \
          * reduction rounded it through T already. */                                         \
-        if (Q::per_channel) {                                                                 \
+        if (Q::index == Index::Channel) {                                                                 \
             const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;                         \
             for (uint64_t c = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; c < p.channels; \
                  c += stride)                                                                 \
@@ -134,11 +78,6 @@ __device__ void backward(uint64_t len, uint64_t channels, const uint32_t *mask, 
     }
 
 #define LOWBIT_MASK_KERNELS(T, dt)                                                            \
-    LOWBIT_MASK_FORWARD(ste_sign, SteSign, T, dt)                                             \
-    LOWBIT_MASK_FORWARD(ste_heaviside, SteHeaviside, T, dt)                                   \
-    LOWBIT_MASK_FORWARD(magnitude_aware_sign, MagnitudeAwareSign, T, dt)                      \
-    LOWBIT_MASK_FORWARD(ste_tern, SteTern, T, dt)                                             \
-    LOWBIT_MASK_FORWARD(dorefa_activations, DorefaActivations, T, dt)                         \
     extern "C" __global__ void __launch_bounds__(LOWBIT_THREADS) pass_bwd_mask_##dt(          \
         LowbitElementwise p, const uint32_t *mask, const T *scale, const T *dy, T *dx) {      \
         backward<T, false>(p.len, p.channels, mask, scale, dy, dx);                           \
@@ -152,6 +91,12 @@ __device__ void backward(uint64_t len, uint64_t channels, const uint32_t *mask, 
 LOWBIT_MASK_KERNELS(float, f32)
 LOWBIT_MASK_KERNELS(__half, f16)
 LOWBIT_MASK_KERNELS(__nv_bfloat16, bf16)
+
+#define LOWBIT_MASKED(name, Q)                                                                \
+    LOWBIT_MASK_FORWARD(name, Q, float, f32)                                                  \
+    LOWBIT_MASK_FORWARD(name, Q, __half, f16)                                                 \
+    LOWBIT_MASK_FORWARD(name, Q, __nv_bfloat16, bf16)
+#include "kernels.def"
 
 // noop's mask: every one of the len bits set, the trailing bits 0. Its y and
 // dx are copies, as in its unmasked passes.

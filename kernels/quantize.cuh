@@ -243,6 +243,16 @@ LOWBIT_FN float lowbit_ede_grad(float x, float dy, float t) {
     return dy * kt * (1.0f - th * th);
 }
 
+// bitorch's ProgressiveSign in training: hardtanh(x / divisor), NaN passing
+// through and -0 kept, as src/scalar.rs's progressive_sign. An IEEE division
+// (NVRTC's default -prec-div=true), not an approximation.
+LOWBIT_FN float lowbit_progressive_sign(float x, float divisor) {
+    float v = x / divisor;
+    if (v < -1.0f) return -1.0f;
+    if (v > 1.0f) return 1.0f;
+    return v;
+}
+
 LOWBIT_FN float lowbit_nan_max(float a, float b) { return (a > b || isnan(a)) ? a : b; }
 
 // Element types: widened to f32 once on load, rounded to nearest even once on

@@ -1,9 +1,10 @@
 //! Forward and backward on host slices: the calls a training loop makes.
 
-use crate::cpu;
-use crate::element::Element;
+use crate::cpu::{self, Dims};
+use crate::element::{DType, Element};
 use crate::error::{Error, Result};
-use crate::quantizer::{Kind, Quantizer, WeightScale};
+use crate::op::Op;
+use crate::quantizer::{Kind, Quantizer};
 
 /// Checks that every buffer holds exactly the elements `shape` describes and
 /// returns that element count and the channel count (the last axis; 1 for a
@@ -47,6 +48,22 @@ pub(crate) fn check_plain(q: &Quantizer) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The op of a plain call; `rsign`, which needs thresholds, is refused.
+pub(crate) fn plain_op(q: &Quantizer, dtype: DType) -> Result<Op> {
+    Op::new(q, dtype).ok_or(Error::NeedsThresholds {
+        quantizer: q.name(),
+    })
+}
+
+/// The dims the CPU reductions read, for a tensor of `shape` holding `len`
+/// elements in `channels` channels.
+pub(crate) fn dims(shape: &[usize], len: usize, channels: usize) -> Dims {
+    Dims {
+        channels,
+        inner: first_axis_inner(shape, len),
+    }
 }
 
 /// Checks a call with thresholds: the quantizer takes them, every buffer
@@ -102,17 +119,14 @@ impl Quantizer {
     /// # Ok::<(), lowbit::Error>(())
     /// ```
     pub fn forward<T: Element>(&self, x: &[T], shape: &[usize], y: &mut [T]) -> Result<()> {
-        check_plain(self)?;
+        let op = plain_op(self, T::DTYPE)?;
         let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
         // With no elements the channel count is unbounded by any buffer
         // (`[0, 1 << 62]` is valid): nothing may be sized from it.
         if len == 0 {
             return Ok(());
         }
-        cpu::pool::run(|| match self.scale() {
-            WeightScale::None => cpu::forward(self, x, channels, y),
-            WeightScale::FirstAxis => cpu::forward_scaled(x, first_axis_inner(shape, len), y),
-        })
+        cpu::pool::run(|| cpu::forward(&op, x, dims(shape, len, channels), y))
     }
 
     /// Writes `dx = dq/dx · dy` into `dx`, the gradient larq's estimator gives
@@ -136,18 +150,13 @@ impl Quantizer {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        check_plain(self)?;
+        let op = plain_op(self, T::DTYPE)?;
         let (len, channels) =
             check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         if len == 0 {
             return Ok(());
         }
-        cpu::pool::run(|| match self.scale() {
-            WeightScale::None => cpu::backward(self, x, dy, channels, dx),
-            WeightScale::FirstAxis => {
-                cpu::backward_scaled(self, x, dy, first_axis_inner(shape, len), dx)
-            }
-        })
+        cpu::pool::run(|| cpu::backward(&op, x, dy, dims(shape, len, channels), dx))
     }
 
     /// [`forward`](Self::forward) into a new vector.

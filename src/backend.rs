@@ -261,7 +261,7 @@ impl Backend {
         scale: &mut [T],
     ) -> Result<()> {
         let tensors = [("x", x.len()), ("y", y.len())];
-        crate::mask::check(q, shape, &tensors, mask.len(), scale.len())?;
+        crate::mask::check(q, T::DTYPE, shape, &tensors, mask.len(), scale.len())?;
         match &self.inner {
             Inner::Cpu => q.forward_with_mask(x, shape, y, mask, scale),
             #[cfg(lowbit_cuda)]
@@ -281,7 +281,7 @@ impl Backend {
         dx: &mut [T],
     ) -> Result<()> {
         let tensors = [("dy", dy.len()), ("dx", dx.len())];
-        crate::mask::check(q, shape, &tensors, mask.len(), scale.len())?;
+        crate::mask::check(q, T::DTYPE, shape, &tensors, mask.len(), scale.len())?;
         match &self.inner {
             Inner::Cpu => q.backward_from_mask(mask, scale, dy, shape, dx),
             #[cfg(lowbit_cuda)]

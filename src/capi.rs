@@ -795,7 +795,7 @@ unsafe fn device_mask(
         }
         device::check_tensor(dtype, n)?;
         // Before the device is opened: the answers do not depend on it.
-        crate::mask::check_maskable(q).map_err(fail)?;
+        crate::mask::masked_op(q, crate::DType::F32).map_err(fail)?;
         if q.saved_scale_len(s).map_err(fail)? > 0 && b.scale.is_null() {
             return Err(null("scale"));
         }

@@ -47,6 +47,7 @@ pub mod cuda;
 mod element;
 mod error;
 mod mask;
+mod op;
 mod quantizer;
 
 pub use backend::{Backend, Device};

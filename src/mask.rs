@@ -13,11 +13,13 @@
 //! bits of the last word are 0, and a tensor of `len` elements takes
 //! [`mask_words`]`(len)` words.
 
-use crate::api::check_shape;
+use crate::api::{check_shape, dims};
 use crate::cpu;
-use crate::element::Element;
+use crate::element::{DType, Element};
 use crate::error::{Error, Result};
-use crate::quantizer::{DorefaMode, Kind, Quantizer, WeightScale};
+pub(crate) use crate::op::not_maskable;
+use crate::op::{Direction, Op, Reduction, Window};
+use crate::quantizer::Quantizer;
 
 /// Elements per mask word (`u32`).
 pub const MASK_BITS: usize = 32;
@@ -33,76 +35,46 @@ pub fn mask_words(len: usize) -> usize {
     len.div_ceil(MASK_BITS)
 }
 
-/// `Ok` where `q`'s gradient is `dy` (or `scale·dy`) inside a window and `+0`
-/// outside, so one bit per element is all the backward pass needs.
-pub(crate) fn check_maskable(q: &Quantizer) -> Result<()> {
-    if q.scale() != WeightScale::None {
-        return Err(not_maskable(q));
-    }
-    match q.kind() {
-        Kind::SteSign { .. }
-        | Kind::SteHeaviside { .. }
-        | Kind::SteTern { .. }
-        | Kind::MagnitudeAwareSign { .. }
-        | Kind::DoReFa {
-            mode: DorefaMode::Activations,
-            ..
-        }
-        | Kind::NoOp { .. } => Ok(()),
-        Kind::ApproxSign
-        | Kind::SwishSign { .. }
-        | Kind::Ede { .. }
-        | Kind::RSign
-        | Kind::DoReFa {
-            mode: DorefaMode::Weights,
-            ..
-        } => Err(not_maskable(q)),
-    }
+/// The op of a masked call and its window, or [`Error::NotMaskable`] where
+/// `q`'s gradient needs `x` itself rather than one bit per element.
+pub(crate) fn masked_op(q: &Quantizer, dtype: DType) -> Result<(Op, Window)> {
+    Op::new(q, dtype)
+        .and_then(|op| op.window.map(|w| (op, w)))
+        .ok_or_else(|| not_maskable(q))
 }
 
-/// The error for a quantizer whose gradient needs `x` itself.
-pub(crate) fn not_maskable(q: &Quantizer) -> Error {
-    let reason = match q.kind() {
-        _ if q.scale() != WeightScale::None => {
-            "its per-output-channel scale would have to be saved as well"
-        }
-        Kind::ApproxSign => "its gradient (1 − |x|)·2·dy needs the value of x",
-        Kind::Ede { .. } => "its gradient is a smooth function of x",
-        Kind::RSign => "its gradient (1 − |x − α|)·2·dy needs the value of x",
-        Kind::SwishSign { .. } => "its gradient is a smooth function of x",
-        Kind::DoReFa { .. } => "its gradient dy·(1 − tanh² x)/max|tanh x| needs the value of x",
-        _ => "its gradient needs the value of x",
-    };
-    Error::NotMaskable {
-        quantizer: q.to_string(),
-        reason,
-    }
-}
-
-/// Elements of the scale a masked forward saves: one per channel for
-/// magnitude_aware_sign, none for the others.
-pub(crate) fn scale_len(q: &Quantizer, channels: usize) -> usize {
-    match q.kind() {
-        Kind::MagnitudeAwareSign { .. } => channels,
+/// Elements of the scale a masked forward saves: one per channel where the
+/// gradient reads a per-channel reduction (magnitude_aware_sign), else none.
+pub(crate) fn scale_len(op: &Op, channels: usize) -> usize {
+    match op.reduction(Direction::Backward) {
+        Reduction::ChannelMeanAbs => channels,
         _ => 0,
     }
 }
 
+/// A masked call, checked: its op, window, element count and channel count.
+pub(crate) struct Checked {
+    pub(crate) op: Op,
+    pub(crate) window: Window,
+    pub(crate) len: usize,
+    pub(crate) channels: usize,
+}
+
 /// Checks every buffer of a masked call before anything is written: the
-/// quantizer, the tensors against `shape`, the mask and the scale. Returns
-/// the element count and the channel count.
+/// quantizer, the tensors against `shape`, the mask and the scale.
 pub(crate) fn check(
     q: &Quantizer,
+    dtype: DType,
     shape: &[usize],
     tensors: &[(&'static str, usize)],
     mask_len: usize,
     scale_len: usize,
-) -> Result<(usize, usize)> {
-    check_maskable(q)?;
+) -> Result<Checked> {
+    let (op, window) = masked_op(q, dtype)?;
     let (len, channels) = check_shape(shape, tensors)?;
     for (buffer, expected, len) in [
         ("mask", mask_words(len), mask_len),
-        ("scale", self::scale_len(q, channels), scale_len),
+        ("scale", self::scale_len(&op, channels), scale_len),
     ] {
         if len != expected {
             return Err(Error::BufferLength {
@@ -112,7 +84,12 @@ pub(crate) fn check(
             });
         }
     }
-    Ok((len, channels))
+    Ok(Checked {
+        op,
+        window,
+        len,
+        channels,
+    })
 }
 
 impl Quantizer {
@@ -132,7 +109,7 @@ impl Quantizer {
     /// # Ok::<(), lowbit::Error>(())
     /// ```
     pub fn supports_mask(&self) -> bool {
-        check_maskable(self).is_ok()
+        masked_op(self, DType::F32).is_ok()
     }
 
     /// Elements of the scale [`forward_with_mask`](Self::forward_with_mask)
@@ -149,7 +126,7 @@ impl Quantizer {
     /// ```
     pub fn saved_scale_len(&self, shape: &[usize]) -> Result<usize> {
         let (_, channels) = check_shape(shape, &[])?;
-        Ok(scale_len(self, channels))
+        Ok(masked_op(self, DType::F32).map_or(0, |(op, _)| scale_len(&op, channels)))
     }
 
     /// [`forward`](Self::forward), and the 1-bit mask of where the gradient
@@ -195,14 +172,20 @@ impl Quantizer {
         scale: &mut [T],
     ) -> Result<()> {
         let tensors = [("x", x.len()), ("y", y.len())];
-        let (len, channels) = check(self, shape, &tensors, mask.len(), scale.len())?;
+        let Checked {
+            op,
+            window,
+            len,
+            channels,
+        } = check(self, T::DTYPE, shape, &tensors, mask.len(), scale.len())?;
         if len == 0 {
             // A channel with no elements has mean |x| 0; `scale`, checked
             // to hold one per channel, bounds them.
             scale.fill(T::from_f32(0.0));
             return Ok(());
         }
-        cpu::pool::run(|| cpu::mask::forward(self, x, channels, y, mask, scale))?
+        let dims = dims(shape, len, channels);
+        cpu::pool::run(|| cpu::mask::forward(&op, window, x, dims, y, mask, scale))
     }
 
     /// `dx = dq/dx · dy` from the `mask` (and, for `magnitude_aware_sign`,
@@ -242,10 +225,12 @@ impl Quantizer {
         dx: &mut [T],
     ) -> Result<()> {
         let tensors = [("dy", dy.len()), ("dx", dx.len())];
-        let (len, channels) = check(self, shape, &tensors, mask.len(), scale.len())?;
+        let Checked {
+            op, len, channels, ..
+        } = check(self, T::DTYPE, shape, &tensors, mask.len(), scale.len())?;
         if len == 0 {
             return Ok(());
         }
-        cpu::pool::run(|| cpu::mask::backward(self, mask, scale, dy, channels, dx))?
+        cpu::pool::run(|| cpu::mask::backward(&op, mask, scale, dy, channels, dx))
     }
 }

@@ -193,6 +193,27 @@ pub enum Kind {
         /// The sharpness, > 0; `ede(progress=p)` sets `t = 10^(−3 + 4p)`.
         t: f32,
     },
+    /// bitorch's ProgressiveSign (Lee et al. 2022, "Progressive Binarization
+    /// for Training Binary Neural Networks"): in training,
+    /// `y = hardtanh(x / max(1 − t, 1e−7))`, a ramp that sharpens into the
+    /// sign as the temperature `t` goes from 0 to 1, with the identity as its
+    /// gradient (`dx = dy`). [`Quantizer::progressive_sign`] computes `t`
+    /// from the training progress with bitorch's schedule; at inference,
+    /// bitorch uses the plain sign (`ste_sign`).
+    ///
+    /// ```
+    /// # use lowbit::Quantizer;
+    /// let q: Quantizer = "progressive_sign(temperature=0.75)".parse()?;
+    /// // x / 0.25, clipped to [−1, 1].
+    /// assert_eq!(q.forward_vec(&[-1.0f32, 0.125, 2.0], &[3])?, [-1.0, 0.5, 1.0]);
+    /// assert_eq!(q.backward_vec(&[-1.0f32, 0.125, 2.0], &[3.0; 3], &[3])?, [3.0; 3]);
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    ProgressiveSign {
+        /// The temperature, from 0 to 1; `progressive_sign(progress=p)` sets
+        /// `t = 1 − 4^(−10p)`, bitorch's default schedule.
+        temperature: f32,
+    },
     /// Sign of `x − α_c` with a learned threshold per channel (ReActNet's
     /// RSign, Liu et al. 2020, arXiv:2003.03488), ApproxSign's gradient at
     /// `u = x − α_c`: `dx = (1 − |u|)·2·dy` where `|u| ≤ 1`, and
@@ -276,7 +297,7 @@ fn real_domain(key: &str) -> (fn(f32) -> bool, &'static str) {
         ),
         "threshold_value" => (|v| v.is_finite() && v >= 0.0, "a finite number ≥ 0"),
         "clip_value" => (|c| c.is_finite() && c > 0.0, "a finite number > 0, or none"),
-        "progress" => (|p| (0.0..=1.0).contains(&p), "a number from 0 to 1"),
+        "progress" | "temperature" => (|p| (0.0..=1.0).contains(&p), "a number from 0 to 1"),
         // `t`, EDE's sharpness.
         _ => (|t| t.is_finite() && t > 0.0, "a finite number > 0"),
     }
@@ -295,6 +316,7 @@ impl Quantizer {
         "noop",
         "ede",
         "rsign",
+        "progressive_sign",
     ];
 
     /// Validates `kind` and wraps it.
@@ -306,6 +328,7 @@ impl Quantizer {
             | Kind::MagnitudeAwareSign { clip_value } => check_clip(name, clip_value)?,
             Kind::ApproxSign | Kind::RSign => {}
             Kind::Ede { t } => check_real(name, "t", t)?,
+            Kind::ProgressiveSign { temperature } => check_real(name, "temperature", temperature)?,
             Kind::SwishSign { beta } => check_real(name, "beta", beta)?,
             Kind::SteTern {
                 threshold_value,
@@ -390,6 +413,33 @@ impl Quantizer {
         })
     }
 
+    /// bitorch's ProgressiveSign at `progress` ∈ [0, 1] through training:
+    /// temperature `t = 1 − 4^(−10·progress)` (bitorch's default transform,
+    /// α = 4 and β = 10), so the forward is nearly the sign from about a
+    /// third of the way on.
+    ///
+    /// ```
+    /// use lowbit::{Kind, Quantizer};
+    ///
+    /// assert_eq!(Quantizer::progressive_sign(0.0)?.kind(), Kind::ProgressiveSign { temperature: 0.0 });
+    /// assert_eq!(Quantizer::progressive_sign(0.05)?, "progressive_sign(progress=0.05)".parse()?);
+    /// assert!(Quantizer::progressive_sign(-0.5).is_err());
+    /// # Ok::<(), lowbit::Error>(())
+    /// ```
+    pub fn progressive_sign(progress: f32) -> Result<Self> {
+        if !(0.0..=1.0).contains(&progress) {
+            return Err(invalid(
+                "progressive_sign",
+                "progress",
+                progress,
+                "a number from 0 to 1",
+            ));
+        }
+        Quantizer::new(Kind::ProgressiveSign {
+            temperature: crate::scalar::progressive_sign_temperature(progress),
+        })
+    }
+
     /// The quantizer and its parameters.
     pub fn kind(&self) -> Kind {
         self.kind
@@ -421,6 +471,7 @@ impl Kind {
             Kind::NoOp { .. } => "noop",
             Kind::Ede { .. } => "ede",
             Kind::RSign => "rsign",
+            Kind::ProgressiveSign { .. } => "progressive_sign",
         }
     }
 
@@ -459,6 +510,7 @@ impl Kind {
                 t: crate::scalar::ede_t(0.0),
             },
             "rsign" => Kind::RSign,
+            "progressive_sign" => Kind::ProgressiveSign { temperature: 0.0 },
             _ => return None,
         })
     }
@@ -473,6 +525,7 @@ impl Kind {
             Kind::SwishSign { .. } => &["beta", "scale"],
             Kind::Ede { .. } => &["t", "progress"],
             Kind::RSign => &[],
+            Kind::ProgressiveSign { .. } => &["temperature", "progress"],
             Kind::SteTern { .. } => &["threshold_value", "ternary_weight_networks", "clip_value"],
             Kind::DoReFa { .. } => &["k_bit", "mode"],
             Kind::NoOp { .. } => &["precision"],
@@ -502,6 +555,14 @@ impl Kind {
             (Kind::Ede { t }, "t") => *t = parse_f32(name, "t", value)?,
             (Kind::Ede { t }, "progress") => {
                 *t = crate::scalar::ede_t(parse_f32(name, "progress", value)?);
+            }
+            (Kind::ProgressiveSign { temperature }, "temperature") => {
+                *temperature = parse_f32(name, "temperature", value)?
+            }
+            (Kind::ProgressiveSign { temperature }, "progress") => {
+                *temperature = crate::scalar::progressive_sign_temperature(parse_f32(
+                    name, "progress", value,
+                )?);
             }
             (Kind::SwishSign { beta }, "beta") => *beta = parse_f32(name, "beta", value)?,
             (
@@ -727,6 +788,15 @@ impl FromStr for Quantizer {
                 "t or progress, not both",
             ));
         }
+        if matches!(kind, Kind::ProgressiveSign { .. }) && given("temperature") && given("progress")
+        {
+            return Err(invalid(
+                "progressive_sign",
+                "progress",
+                "given with temperature",
+                "temperature or progress, not both",
+            ));
+        }
         if matches!(kind, Kind::NoOp { .. }) && !given("precision") {
             return Err(Error::MissingParameter {
                 quantizer: "noop",
@@ -794,6 +864,9 @@ impl fmt::Display for Quantizer {
             Kind::SwishSign { beta } => write!(f, "{name}(beta={}, {scale})", Float(beta)),
             Kind::Ede { t } => write!(f, "{name}(t={})", Float(t)),
             Kind::RSign => f.write_str(name),
+            Kind::ProgressiveSign { temperature } => {
+                write!(f, "{name}(temperature={})", Float(temperature))
+            }
             Kind::SteTern {
                 threshold_value,
                 ternary_weight_networks,

@@ -103,6 +103,35 @@ pub fn ede_grad(x: f32, dy: f32, t: f32) -> f32 {
     dy * kt * (1.0 - th * th)
 }
 
+/// bitorch's progressive sign schedule: the temperature
+/// `t = 1 − α^(−β·progress)` with bitorch's default `α = 4`, `β = 10`
+/// (`ProgressiveSignConfig`), so `t` runs from 0 at the start of training
+/// towards 1, where the forward becomes the sign. In `f64`, as Python
+/// computes it, and rounded once.
+pub fn progressive_sign_temperature(progress: f32) -> f32 {
+    let (alpha, beta) = (4f64, 10f64);
+    (1.0 - alpha.powf(-beta * f64::from(progress))) as f32
+}
+
+/// What bitorch divides `x` by at temperature `t`: `max(1 − t, 1e−7)`, in
+/// `f64` as Python computes it, then rounded to `f32` as PyTorch rounds a
+/// Python scalar that divides a float tensor.
+pub fn progressive_sign_divisor(temperature: f32) -> f32 {
+    (1.0 - f64::from(temperature)).max(1e-7) as f32
+}
+
+/// bitorch's ProgressiveSign in training: `hardtanh(x / divisor)`, a ramp of
+/// slope `1/divisor` clipped to [−1, 1] that sharpens into the sign as the
+/// temperature rises ([`progressive_sign_divisor`]). NaN passes through,
+/// `−0` stays `−0` (torch's clamp keeps it). Its gradient is the identity
+/// (bitorch's straight-through `backward` returns `dy`), and at inference
+/// bitorch uses the plain sign: `ste_sign`.
+#[inline(always)]
+pub fn progressive_sign(x: f32, divisor: f32) -> f32 {
+    // `clamp` passes NaN and −0 through, as torch's hardtanh does.
+    (x / divisor).clamp(-1.0, 1.0)
+}
+
 /// A masked estimator's gradient once its window is known: `dy` where it
 /// passes, `+0` elsewhere (a select, as larq's `tf.where`, so a NaN or
 /// infinite `dy` outside the window still gives `+0`).

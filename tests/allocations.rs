@@ -70,6 +70,7 @@ const SPECS: &[&str] = &[
     "dorefa",
     "noop(precision=8)",
     "ede",
+    "progressive_sign",
 ];
 
 /// Runs `f` and fails if it asked for more than [`LIMIT`] bytes at once.

@@ -70,6 +70,8 @@ const SPECS: &[&str] = &[
     "noop(precision=32)",
     "ste_heaviside(clip_value=0.5, unipolar=true)",
     "ede(progress=0.6)",
+    "progressive_sign(temperature=0.75)",
+    "progressive_sign(progress=0.02)",
     "ste_sign(scale=first_axis)",
     "approx_sign(scale=first_axis)",
     "swish_sign(beta=5.0, scale=first_axis)",

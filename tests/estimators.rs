@@ -1,5 +1,6 @@
-//! The estimators beyond larq: IR-Net's EDE, the unipolar ste_heaviside and
-//! XNOR-Net's first-axis weight scale, against their scalar definitions.
+//! The estimators beyond larq: IR-Net's EDE, bitorch's ProgressiveSign, the
+//! unipolar ste_heaviside and XNOR-Net's first-axis weight scale, against
+//! their scalar definitions.
 
 use lowbit::{Element, Error, Kind, Quantizer, WeightScale, bf16, f16, scalar};
 
@@ -55,6 +56,23 @@ fn backward_is<T: Element>(spec: &str, n: usize, grad: impl Fn(f32, f32) -> f32)
             x[i].to_f32(),
             dy[i].to_f32(),
             dx[i].to_f32()
+        );
+    }
+}
+
+/// `q`'s forward over `x` (as `T`) equals `f(x)` element by element,
+/// computed in f32 and rounded once to `T`.
+fn forward_is<T: Element>(spec: &str, n: usize, f: impl Fn(f32) -> f32) {
+    let x: Vec<T> = values(n, 3).into_iter().map(T::from_f32).collect();
+    let y = q(spec).forward_vec(&x, &[n]).unwrap();
+    for i in 0..n {
+        let want = T::from_f32(f(x[i].to_f32())).to_f32();
+        assert!(
+            same_bits(y[i].to_f32(), want),
+            "{spec} {:?}: x={:e} gives {:e}, want {want:e}",
+            T::DTYPE,
+            x[i].to_f32(),
+            y[i].to_f32()
         );
     }
 }
@@ -116,6 +134,80 @@ fn ede_spec_round_trips_and_rejects_bad_parameters() {
         assert!(bad.parse::<Quantizer>().is_err(), "{bad} parsed");
     }
     assert!(Quantizer::ede(f32::NAN).is_err());
+}
+
+#[test]
+fn progressive_sign_is_a_ramp_that_sharpens_into_the_sign() {
+    // bitorch: hardtanh(x / max(1 − t, 1e−7)), the identity as its gradient.
+    let x = [-3.0f32, -0.5, -0.0, 0.0, 0.125, 0.3, 2.0, f32::NAN];
+    let at = |t: f32| {
+        q(&format!("progressive_sign(temperature={t})"))
+            .forward_vec(&x, &[8])
+            .unwrap()
+    };
+    let y = at(0.0);
+    assert_eq!(y[..7], [-1.0, -0.5, -0.0, 0.0, 0.125, 0.3, 1.0]);
+    assert!(y[7].is_nan());
+    assert_eq!(y[2].to_bits(), (-0.0f32).to_bits(), "−0 stays −0");
+    // t = 0.75: x / 0.25.
+    assert_eq!(at(0.75)[..7], [-1.0, -1.0, -0.0, 0.0, 0.5, 1.0, 1.0]);
+    // t = 1: x / 1e−7, the sign but at exactly 0 (and within 1e−7 of it).
+    assert_eq!(at(1.0)[..7], [-1.0, -1.0, -0.0, 0.0, 1.0, 1.0, 1.0]);
+    let tiny = q("progressive_sign(temperature=1)")
+        .forward_vec(&[5e-8f32], &[1])
+        .unwrap();
+    assert_eq!(tiny, [5e-8f32 / 1e-7f32]);
+
+    for spec in ["progressive_sign", "progressive_sign(temperature=0.9)"] {
+        let dy = [1.5f32, -2.0, f32::INFINITY, 0.25, -0.0, 3.0, 7.0, 1.0];
+        assert_eq!(
+            q(spec).backward_vec(&x, &dy, &[8]).unwrap(),
+            dy,
+            "{spec}: dx = dy"
+        );
+    }
+}
+
+#[test]
+fn progressive_sign_follows_bitorchs_schedule_in_every_dtype() {
+    // t = 1 − 4^(−10·progress): 0 at the start, 0.75 a tenth of the way.
+    assert_eq!(
+        q("progressive_sign").kind(),
+        Kind::ProgressiveSign { temperature: 0.0 }
+    );
+    assert_eq!(
+        Quantizer::progressive_sign(0.1).unwrap().kind(),
+        Kind::ProgressiveSign { temperature: 0.75 }
+    );
+    let Kind::ProgressiveSign { temperature: late } = q("progressive_sign(progress=1)").kind()
+    else {
+        unreachable!()
+    };
+    assert!(late > 0.999_999 && late <= 1.0, "{late}");
+    for spec in [
+        "progressive_sign(progress=0.05)",
+        "progressive_sign(temperature=1)",
+    ] {
+        let Kind::ProgressiveSign { temperature } = q(spec).kind() else {
+            unreachable!()
+        };
+        let d = scalar::progressive_sign_divisor(temperature);
+        forward_is::<f32>(spec, N, |x| scalar::progressive_sign(x, d));
+        forward_is::<f16>(spec, N, |x| scalar::progressive_sign(x, d));
+        forward_is::<bf16>(spec, N, |x| scalar::progressive_sign(x, d));
+    }
+    let p = q("progressive_sign(progress=0.5)");
+    assert_eq!(p.to_string().parse::<Quantizer>().unwrap(), p);
+    for bad in [
+        "progressive_sign(temperature=1.5)",
+        "progressive_sign(temperature=-0.1)",
+        "progressive_sign(progress=2)",
+        "progressive_sign(temperature=0.5, progress=0.5)",
+        "progressive_sign(scale=first_axis)",
+    ] {
+        assert!(bad.parse::<Quantizer>().is_err(), "{bad} parsed");
+    }
+    assert!(Quantizer::progressive_sign(f32::NAN).is_err());
 }
 
 #[test]

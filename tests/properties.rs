@@ -85,6 +85,8 @@ fn kind() -> impl Strategy<Value = Kind> {
         )
             .prop_map(|(k_bit, mode)| Kind::DoReFa { k_bit, mode }),
         (1u32..=32).prop_map(|precision| Kind::NoOp { precision }),
+        prop_oneof![Just(0.0f32), Just(1.0), Just(0.75), 0.0f32..=1.0]
+            .prop_map(|temperature| Kind::ProgressiveSign { temperature }),
     ]
 }
 
@@ -184,6 +186,9 @@ impl Reference {
                 }
             }
             Kind::NoOp { .. } => x,
+            Kind::ProgressiveSign { temperature } => {
+                scalar::progressive_sign(x, scalar::progressive_sign_divisor(temperature))
+            }
             Kind::RSign => unreachable!("kind() has no rsign; tests/rsign.rs covers it"),
         }
     }
@@ -214,7 +219,7 @@ impl Reference {
                 DorefaMode::Activations => scalar::dorefa_activations_grad(x, dy),
                 DorefaMode::Weights => scalar::dorefa_weights_grad(x, dy, self.value),
             },
-            Kind::NoOp { .. } => dy,
+            Kind::NoOp { .. } | Kind::ProgressiveSign { .. } => dy,
             Kind::RSign => unreachable!("kind() has no rsign; tests/rsign.rs covers it"),
         }
     }
@@ -325,6 +330,8 @@ fn check_range<T: Element>(kind: Kind, x: f32, y: f32) -> Result<(), TestCaseErr
         }
         Kind::MagnitudeAwareSign { .. } => y.is_nan() || (y >= 0.0) == (x >= 0.0 || y == 0.0),
         Kind::NoOp { .. } => true,
+        // The ramp clipped to [−1, 1]; at temperature 1 it is ±1 but near 0.
+        Kind::ProgressiveSign { .. } => (-1.0..=1.0).contains(&y),
         Kind::RSign => unreachable!("kind() has no rsign; tests/rsign.rs covers it"),
     };
     prop_assert!(ok, "{kind:?}: x={x:e} gave y={y:e}");
@@ -388,7 +395,7 @@ fn check_zero_gradient<T: Element>(
                 Expect::PlusZero
             }
         }
-        Kind::NoOp { .. } => Expect::Dy,
+        Kind::NoOp { .. } | Kind::ProgressiveSign { .. } => Expect::Dy,
         _ => Expect::Other,
     };
     match expect {

@@ -7,213 +7,110 @@
 
 use rayon::prelude::*;
 
-use super::{BLOCK, CHUNK, copy, each1, each1_channels, reduce, simd, tern_threshold};
+use super::{BLOCK, CHUNK, Dims, Reduced, copy, fwd_block, reduce, simd};
 use crate::element::Element;
-use crate::error::Result;
-use crate::mask::{MASK_BITS, not_maskable};
-use crate::quantizer::{DorefaMode, Kind, Quantizer};
+use crate::mask::MASK_BITS;
+use crate::op::{Direction, Functor, Op, Window, with_functor};
 use crate::scalar;
 
 const _: () = assert!(CHUNK.is_multiple_of(MASK_BITS) && BLOCK.is_multiple_of(MASK_BITS));
 
-/// `y = q(x)`, the mask of where the gradient passes, and the scale the
-/// backward pass needs (magnitude_aware_sign). The caller checked every
-/// length ([`crate::mask::check`]).
+/// `y = q(x)` as [`super::forward`] computes it, the mask of where the
+/// gradient passes (`window`, the op's), and the scale the backward pass
+/// needs (magnitude_aware_sign). The caller checked every length
+/// ([`crate::mask::check`]).
 pub(crate) fn forward<T: Element>(
-    q: &Quantizer,
+    op: &Op,
+    window: Window,
     x: &[T],
-    channels: usize,
+    dims: Dims,
     y: &mut [T],
     mask: &mut [u32],
     scale: &mut [T],
-) -> Result<()> {
-    // Each arm pairs the forward of `super::forward` with the predicate the
-    // gradient of `super::backward` selects with, thresholds rounded alike.
-    match q.kind() {
-        Kind::SteSign { clip_value } => {
-            let clip = clip_value.map(T::round_f32);
-            map_mask(
-                x,
-                y,
-                mask,
-                #[inline(always)]
-                |x, y, words, _| {
-                    each1(x, y, scalar::sign);
-                    pack(
-                        x,
-                        words,
-                        #[inline(always)]
-                        move |x| scalar::ste_passes(x, clip),
-                    );
-                },
-            )
-        }
-        Kind::SteHeaviside {
-            clip_value,
-            unipolar,
-        } => {
-            let clip = clip_value.map(T::round_f32);
-            map_mask(
-                x,
-                y,
-                mask,
-                #[inline(always)]
-                |x, y, words, _| {
-                    each1(x, y, scalar::heaviside);
-                    pack(
-                        x,
-                        words,
-                        #[inline(always)]
-                        move |x| {
-                            if unipolar {
-                                scalar::ste_unipolar_passes(x, clip)
-                            } else {
-                                scalar::ste_passes(x, clip)
-                            }
-                        },
-                    );
-                },
-            )
-        }
-        Kind::SteTern {
-            threshold_value,
-            ternary_weight_networks,
-            clip_value,
-        } => {
-            let threshold = tern_threshold(x, threshold_value, ternary_weight_networks);
-            let clip = clip_value.map(T::round_f32);
-            map_mask(
-                x,
-                y,
-                mask,
-                #[inline(always)]
-                |x, y, words, _| {
-                    each1(
-                        x,
-                        y,
-                        #[inline(always)]
-                        move |x| scalar::ternarize(x, threshold),
-                    );
-                    pack(
-                        x,
-                        words,
-                        #[inline(always)]
-                        move |x| scalar::ste_passes(x, clip),
-                    );
-                },
-            )
-        }
-        Kind::MagnitudeAwareSign { clip_value } => {
-            let scales = reduce::channel_mean_abs(x, channels);
-            let clip = clip_value.map(T::round_f32);
-            map_mask(
-                x,
-                y,
-                mask,
-                #[inline(always)]
-                |x, y, words, offset| {
-                    each1_channels(x, y, offset, &scales, scalar::magnitude_aware_sign);
-                    pack(
-                        x,
-                        words,
-                        #[inline(always)]
-                        move |x| scalar::ste_passes(x, clip),
-                    );
-                },
-            );
-            // Exact: the scales are already rounded to T.
-            for (out, &s) in scale.iter_mut().zip(&scales) {
-                *out = T::from_f32(s);
-            }
-        }
-        Kind::DoReFa {
-            k_bit,
-            mode: DorefaMode::Activations,
-        } => {
-            let n = scalar::dorefa_levels(k_bit);
-            map_mask(
-                x,
-                y,
-                mask,
-                #[inline(always)]
-                |x, y, words, _| {
-                    each1(
-                        x,
-                        y,
-                        #[inline(always)]
-                        move |x| scalar::dorefa_quantize(x, n),
-                    );
-                    pack(x, words, scalar::dorefa_activations_passes);
-                },
-            )
-        }
-        Kind::NoOp { .. } => {
-            copy(x, y);
-            all_pass(mask, x.len());
-        }
-        _ => return Err(not_maskable(q)),
+) {
+    if op.copies(Direction::Forward) {
+        copy(x, y);
+        all_pass(mask, x.len());
+        return;
     }
-    Ok(())
+    let reduced = reduce(op.reduction(Direction::Forward), x, dims);
+    with_functor!(op.functor, |f| map_mask(
+        x,
+        y,
+        mask,
+        #[inline(always)]
+        |x, y, words, offset| {
+            fwd_block(f, x, y, offset, &reduced, dims);
+            pack_window(x, words, window);
+        }
+    ));
+    if let Reduced::Each(scales) = &reduced {
+        // Exact: the channel scales are already rounded to T.
+        for (out, &s) in scale.iter_mut().zip(scales) {
+            *out = T::from_f32(s);
+        }
+    }
 }
 
 /// `dx = dq/dx · dy` from the mask (and scale) [`forward`] saved, with the
 /// same preconditions.
 pub(crate) fn backward<T: Element>(
-    q: &Quantizer,
+    op: &Op,
     mask: &[u32],
     scale: &[T],
     dy: &[T],
     channels: usize,
     dx: &mut [T],
-) -> Result<()> {
-    match q.kind() {
-        // Every bit is set; a copy, as `super::backward` makes, keeps the
-        // bits of every NaN in `dy`.
-        Kind::SteSign { clip_value: None }
-        | Kind::SteHeaviside {
-            clip_value: None,
-            unipolar: false,
-        }
-        | Kind::SteTern {
-            clip_value: None, ..
-        }
-        | Kind::NoOp { .. } => copy(dy, dx),
-        Kind::SteSign {
-            clip_value: Some(_),
-        }
-        | Kind::SteHeaviside { .. }
-        | Kind::SteTern {
-            clip_value: Some(_),
-            ..
-        }
-        | Kind::DoReFa {
-            mode: DorefaMode::Activations,
-            ..
-        } => map_unmask(
+) {
+    // Every bit is set; a copy, as `super::backward` makes, keeps the bits
+    // of every NaN in `dy`.
+    if op.copies(Direction::Backward) {
+        return copy(dy, dx);
+    }
+    if let Functor::MagnitudeAwareSign(_) = op.functor {
+        debug_assert_eq!(scale.len(), channels);
+        let scales: Vec<f32> = scale.iter().map(|s| s.to_f32()).collect();
+        map_unmask(
+            mask,
+            dy,
+            dx,
+            #[inline(always)]
+            |words, dy, dx, offset| {
+                let mut s = [0f32; BLOCK];
+                let s = channel_scales(&scales, offset, &mut s[..dy.len()]);
+                each_bit_scaled(words, dy, s, dx, scalar::magnitude_aware_sign_pass_grad)
+            },
+        )
+    } else {
+        map_unmask(
             mask,
             dy,
             dx,
             #[inline(always)]
             |words, dy, dx, _| each_bit(words, dy, dx, scalar::pass_grad),
-        ),
-        Kind::MagnitudeAwareSign { .. } => {
-            debug_assert_eq!(scale.len(), channels);
-            let scales: Vec<f32> = scale.iter().map(|s| s.to_f32()).collect();
-            map_unmask(
-                mask,
-                dy,
-                dx,
-                #[inline(always)]
-                |words, dy, dx, offset| {
-                    let mut s = [0f32; BLOCK];
-                    let s = channel_scales(&scales, offset, &mut s[..dy.len()]);
-                    each_bit_scaled(words, dy, s, dx, scalar::magnitude_aware_sign_pass_grad)
-                },
-            )
-        }
-        _ => return Err(not_maskable(q)),
+        )
     }
-    Ok(())
+}
+
+/// [`pack`] with the window's predicate, chosen once per block.
+#[inline(always)]
+fn pack_window(x: &[f32], words: &mut [u32], window: Window) {
+    match window {
+        Window::Everywhere => pack(x, words, |_| true),
+        Window::Ste(clip) => pack(
+            x,
+            words,
+            #[inline(always)]
+            move |x| scalar::ste_passes(x, clip),
+        ),
+        Window::Unipolar(clip) => pack(
+            x,
+            words,
+            #[inline(always)]
+            move |x| scalar::ste_unipolar_passes(x, clip),
+        ),
+        Window::UnitInterval => pack(x, words, scalar::dorefa_activations_passes),
+    }
 }
 
 /// [`super::map1`] that also hands `f` the mask words of each block.

@@ -1,5 +1,10 @@
-//! The CPU path: the scalar definitions of [`crate::scalar`] mapped over
-//! slices, in parallel with rayon.
+//! The CPU path: the functors of [`crate::op`] mapped over slices, in
+//! parallel with rayon.
+//!
+//! One generic driver serves every quantizer: [`forward`] and [`backward`]
+//! run the op's reduction, then map its functor over the tensor, compiled
+//! once per functor type (`with_functor!`), so each loop is that one
+//! quantizer's scalar definition inlined.
 //!
 //! Work is split into fixed chunks of [`CHUNK`] elements, whatever the thread
 //! count, so reductions add in the same order on every machine and every run:
@@ -16,7 +21,7 @@ pub(crate) mod rsign;
 use rayon::prelude::*;
 
 use crate::element::Element;
-use crate::quantizer::{DorefaMode, Kind, Quantizer};
+use crate::op::{Direction, Elementwise, Index, Op, Reduction, with_functor};
 use crate::scalar;
 
 /// Elements per parallel task (and per partial sum of a reduction).
@@ -24,322 +29,145 @@ const CHUNK: usize = 1 << 15;
 /// Elements converted to `f32` at a time.
 const BLOCK: usize = 1024;
 
-// The inner closures are `move`: they copy the quantizer's parameters into
-// their own state, which the compiler keeps in registers. Captured by
-// reference, the parameters are reloaded from memory on every element and
-// the loop does not vectorize. All are `#[inline(always)]` so that they end
-// up inside `simd`'s AVX2 function and are compiled for it.
+/// A tensor's channels (the last axis) and elements per first-axis index,
+/// which the per-channel and per-row reductions are taken over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims {
+    pub(crate) channels: usize,
+    pub(crate) inner: usize,
+}
 
-/// `y = q(x)`. Buffers have equal lengths and `channels` divides them (the
-/// caller checked); `channels` is only read by magnitude_aware_sign.
-pub(crate) fn forward<T: Element>(q: &Quantizer, x: &[T], channels: usize, y: &mut [T]) {
-    match q.kind() {
-        Kind::SteSign { .. } | Kind::ApproxSign | Kind::SwishSign { .. } | Kind::Ede { .. } => {
-            map1(
-                x,
-                y,
-                #[inline(always)]
-                |x, y, _| each1(x, y, scalar::sign),
-            )
+/// What a reduction gave: nothing, one value, or one per channel or row.
+pub(crate) enum Reduced {
+    None,
+    Scalar(f32),
+    Each(Vec<f32>),
+}
+
+impl Reduced {
+    #[inline(always)]
+    fn scalar(&self) -> f32 {
+        match self {
+            Reduced::Scalar(s) => *s,
+            _ => 0.0,
         }
-        Kind::SteHeaviside { .. } => map1(
-            x,
-            y,
-            #[inline(always)]
-            |x, y, _| each1(x, y, scalar::heaviside),
-        ),
-        Kind::MagnitudeAwareSign { .. } => {
-            let scales = reduce::channel_mean_abs(x, channels);
-            map1(
-                x,
-                y,
-                #[inline(always)]
-                |x, y, offset| each1_channels(x, y, offset, &scales, scalar::magnitude_aware_sign),
-            )
+    }
+
+    #[inline(always)]
+    fn each(&self) -> &[f32] {
+        match self {
+            Reduced::Each(v) => v,
+            _ => &[],
         }
-        Kind::SteTern {
-            threshold_value,
-            ternary_weight_networks,
-            ..
-        } => {
-            let threshold = tern_threshold(x, threshold_value, ternary_weight_networks);
-            map1(
-                x,
-                y,
-                #[inline(always)]
-                |x, y, _| {
-                    each1(
-                        x,
-                        y,
-                        #[inline(always)]
-                        move |x| scalar::ternarize(x, threshold),
-                    )
-                },
-            )
-        }
-        Kind::DoReFa { k_bit, mode } => {
-            let n = scalar::dorefa_levels(k_bit);
-            match mode {
-                DorefaMode::Activations => map1(
-                    x,
-                    y,
-                    #[inline(always)]
-                    |x, y, _| {
-                        each1(
-                            x,
-                            y,
-                            #[inline(always)]
-                            move |x| scalar::dorefa_quantize(x, n),
-                        )
-                    },
-                ),
-                DorefaMode::Weights => {
-                    let max = reduce::max_abs_tanh(x);
-                    map1(
-                        x,
-                        y,
-                        #[inline(always)]
-                        |x, y, _| {
-                            each1(
-                                x,
-                                y,
-                                #[inline(always)]
-                                move |x| scalar::dorefa_weights(x, max, n),
-                            )
-                        },
-                    )
-                }
-            }
-        }
-        // A copy, not a round trip through f32, so NaN payloads survive.
-        Kind::NoOp { .. } => copy(x, y),
-        Kind::RSign => unreachable!("rsign needs α: the plain calls refuse it (api::check_plain)"),
     }
 }
 
-/// ste_tern's threshold as the elements see it: TWN's from `x` or the fixed
-/// one, rounded to `T` as larq casts it.
-fn tern_threshold<T: Element>(x: &[T], threshold_value: f32, twn: bool) -> f32 {
-    let threshold = if twn {
-        scalar::twn_threshold(reduce::sum_abs(x), x.len())
-    } else {
-        threshold_value
-    };
-    T::round_f32(threshold)
-}
-
-/// `dx = dq/dx · dy`, with the same preconditions as [`forward`].
-pub(crate) fn backward<T: Element>(
-    q: &Quantizer,
-    x: &[T],
-    dy: &[T],
-    channels: usize,
-    dx: &mut [T],
-) {
-    match q.kind() {
-        Kind::SteSign { clip_value }
-        | Kind::SteHeaviside {
-            clip_value,
-            unipolar: false,
-        }
-        | Kind::SteTern { clip_value, .. } => match clip_value {
-            None => copy(dy, dx),
-            Some(clip) => {
-                let clip = Some(T::round_f32(clip));
-                map2(
-                    x,
-                    dy,
-                    dx,
-                    #[inline(always)]
-                    |x, dy, dx, _| {
-                        each2(
-                            x,
-                            dy,
-                            dx,
-                            #[inline(always)]
-                            move |x, dy| scalar::ste_grad(x, dy, clip),
-                        )
-                    },
-                )
-            }
-        },
-        Kind::SteHeaviside {
-            clip_value,
-            unipolar: true,
-        } => {
-            let clip = clip_value.map(T::round_f32);
-            map2(
-                x,
-                dy,
-                dx,
-                #[inline(always)]
-                |x, dy, dx, _| {
-                    each2(
-                        x,
-                        dy,
-                        dx,
-                        #[inline(always)]
-                        move |x, dy| scalar::ste_unipolar_grad(x, dy, clip),
-                    )
-                },
-            )
-        }
-        Kind::Ede { t } => map2(
-            x,
-            dy,
-            dx,
-            #[inline(always)]
-            |x, dy, dx, _| {
-                each2(
-                    x,
-                    dy,
-                    dx,
-                    #[inline(always)]
-                    move |x, dy| scalar::ede_grad(x, dy, t),
-                )
-            },
-        ),
-        Kind::ApproxSign => map2(
-            x,
-            dy,
-            dx,
-            #[inline(always)]
-            |x, dy, dx, _| each2(x, dy, dx, scalar::approx_sign_grad),
-        ),
-        Kind::SwishSign { beta } => map2(
-            x,
-            dy,
-            dx,
-            #[inline(always)]
-            |x, dy, dx, _| {
-                each2(
-                    x,
-                    dy,
-                    dx,
-                    #[inline(always)]
-                    move |x, dy| scalar::swish_sign_grad(x, dy, beta),
-                )
-            },
-        ),
-        Kind::MagnitudeAwareSign { clip_value } => {
-            let clip = clip_value.map(T::round_f32);
-            let scales = reduce::channel_mean_abs(x, channels);
-            map2(
-                x,
-                dy,
-                dx,
-                #[inline(always)]
-                |x, dy, dx, offset| {
-                    each2_channels(
-                        x,
-                        dy,
-                        dx,
-                        offset,
-                        &scales,
-                        #[inline(always)]
-                        move |x, dy, s| scalar::magnitude_aware_sign_grad(x, dy, s, clip),
-                    )
-                },
-            )
-        }
-        Kind::DoReFa { mode, .. } => match mode {
-            DorefaMode::Activations => map2(
-                x,
-                dy,
-                dx,
-                #[inline(always)]
-                |x, dy, dx, _| each2(x, dy, dx, scalar::dorefa_activations_grad),
-            ),
-            DorefaMode::Weights => {
-                let max = reduce::max_abs_tanh(x);
-                map2(
-                    x,
-                    dy,
-                    dx,
-                    #[inline(always)]
-                    |x, dy, dx, _| {
-                        each2(
-                            x,
-                            dy,
-                            dx,
-                            #[inline(always)]
-                            move |x, dy| scalar::dorefa_weights_grad(x, dy, max),
-                        )
-                    },
-                )
-            }
-        },
-        Kind::NoOp { .. } => copy(dy, dx),
-        Kind::RSign => unreachable!("rsign needs α: the plain calls refuse it (api::check_plain)"),
+/// Runs `r` over `x`.
+pub(crate) fn reduce<T: Element>(r: Reduction, x: &[T], dims: Dims) -> Reduced {
+    match r {
+        Reduction::None => Reduced::None,
+        Reduction::Constant(v) => Reduced::Scalar(v),
+        // Rounded to T as larq casts it.
+        Reduction::TwnThreshold => Reduced::Scalar(T::round_f32(scalar::twn_threshold(
+            reduce::sum_abs(x),
+            x.len(),
+        ))),
+        Reduction::MaxAbsTanh => Reduced::Scalar(reduce::max_abs_tanh(x)),
+        Reduction::ChannelMeanAbs => Reduced::Each(reduce::channel_mean_abs(x, dims.channels)),
+        Reduction::RowMeanAbs => Reduced::Each(reduce::row_mean_abs(x, dims.inner)),
     }
 }
 
-/// `y = α_r·sign(x)` for a sign quantizer with [`WeightScale::FirstAxis`]:
-/// `α_r` is the mean |x| of row `r`, the `inner` contiguous elements of one
-/// first-axis index.
-///
-/// [`WeightScale::FirstAxis`]: crate::WeightScale::FirstAxis
-pub(crate) fn forward_scaled<T: Element>(x: &[T], inner: usize, y: &mut [T]) {
-    if inner == 0 {
-        return;
+/// `y = q(x)`. Buffers have equal lengths, at least one element, and `dims`
+/// fit them (the caller checked).
+pub(crate) fn forward<T: Element>(op: &Op, x: &[T], dims: Dims, y: &mut [T]) {
+    // A copy, not a round trip through f32, so NaN payloads survive.
+    if op.copies(Direction::Forward) {
+        return copy(x, y);
     }
-    let scales = reduce::row_mean_abs(x, inner);
-    map1(
+    let reduced = reduce(op.reduction(Direction::Forward), x, dims);
+    with_functor!(op.functor, |f| map1(
         x,
         y,
         #[inline(always)]
-        |x, y, offset| each1_rows(x, y, offset, inner, &scales, scalar::magnitude_aware_sign),
-    )
+        |x, y, offset| fwd_block(f, x, y, offset, &reduced, dims)
+    ))
 }
 
-/// The scaled sign's gradient: the quantizer's own gradient of `α_r·dy`,
-/// `α_r` held constant (as `magnitude_aware_sign` does with its scale).
-pub(crate) fn backward_scaled<T: Element>(
-    q: &Quantizer,
-    x: &[T],
-    dy: &[T],
-    inner: usize,
-    dx: &mut [T],
-) {
-    if inner == 0 {
-        return;
+/// `dx = dq/dx · dy`, with the same preconditions as [`forward`].
+pub(crate) fn backward<T: Element>(op: &Op, x: &[T], dy: &[T], dims: Dims, dx: &mut [T]) {
+    if op.copies(Direction::Backward) {
+        return copy(dy, dx);
     }
-    let scales = reduce::row_mean_abs(x, inner);
-    let s = &scales;
-    match q.kind() {
-        Kind::SteSign { clip_value } => {
-            let clip = clip_value.map(T::round_f32);
-            map2_rows(x, dy, dx, inner, s, move |x, dy, s| {
-                scalar::ste_grad(x, s * dy, clip)
-            })
-        }
-        Kind::ApproxSign => map2_rows(x, dy, dx, inner, s, |x, dy, s| {
-            scalar::approx_sign_grad(x, s * dy)
-        }),
-        Kind::SwishSign { beta } => map2_rows(x, dy, dx, inner, s, move |x, dy, s| {
-            scalar::swish_sign_grad(x, s * dy, beta)
-        }),
-        // Quantizer::with_scale admits only the sign family.
-        _ => unreachable!("{} takes no weight scale", q.name()),
-    }
-}
-
-/// [`map2`] with `f(x, dy, α_r)`, `α_r` the scale of the element's row.
-fn map2_rows<T: Element>(
-    x: &[T],
-    dy: &[T],
-    dx: &mut [T],
-    inner: usize,
-    scales: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32 + Copy + Sync,
-) {
-    map2(
+    let reduced = reduce(op.reduction(Direction::Backward), x, dims);
+    with_functor!(op.functor, |f| map2(
         x,
         dy,
         dx,
         #[inline(always)]
-        |x, dy, dx, offset| each2_rows(x, dy, dx, offset, inner, scales, f),
-    )
+        |x, dy, dx, offset| bwd_block(f, x, dy, dx, offset, &reduced, dims)
+    ))
+}
+
+/// `y = f.fwd(x, s)` over one block that starts at tensor index `offset`,
+/// `s` the element's value of the reduction. `F::INDEX` is a constant, so
+/// only one arm is compiled for each functor.
+#[inline(always)]
+pub(crate) fn fwd_block<F: Elementwise>(
+    f: F,
+    x: &[f32],
+    y: &mut [f32],
+    offset: usize,
+    reduced: &Reduced,
+    dims: Dims,
+) {
+    // The closures are `move`: they copy the functor into their own state,
+    // which the compiler keeps in registers; captured by reference, its
+    // fields would be reloaded on every element and the loop would not
+    // vectorize.
+    match F::INDEX {
+        Index::None => each1(x, y, move |x| f.fwd(x, 0.0)),
+        Index::Scalar => {
+            let s = reduced.scalar();
+            each1(x, y, move |x| f.fwd(x, s))
+        }
+        Index::Channel => each1_channels(x, y, offset, reduced.each(), move |x, s| f.fwd(x, s)),
+        Index::Row => each1_rows(x, y, offset, dims.inner, reduced.each(), move |x, s| {
+            f.fwd(x, s)
+        }),
+    }
+}
+
+/// [`fwd_block`] for the gradient.
+#[inline(always)]
+fn bwd_block<F: Elementwise>(
+    f: F,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    offset: usize,
+    reduced: &Reduced,
+    dims: Dims,
+) {
+    match F::INDEX {
+        Index::None => each2(x, dy, dx, move |x, dy| f.bwd(x, dy, 0.0)),
+        Index::Scalar => {
+            let s = reduced.scalar();
+            each2(x, dy, dx, move |x, dy| f.bwd(x, dy, s))
+        }
+        Index::Channel => each2_channels(x, dy, dx, offset, reduced.each(), move |x, dy, s| {
+            f.bwd(x, dy, s)
+        }),
+        Index::Row => each2_rows(
+            x,
+            dy,
+            dx,
+            offset,
+            dims.inner,
+            reduced.each(),
+            move |x, dy, s| f.bwd(x, dy, s),
+        ),
+    }
 }
 
 fn copy<T: Element>(src: &[T], dst: &mut [T]) {

@@ -7,32 +7,13 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 
-use super::plan::{Arg, Step};
+use super::kernels::{Kernel, Typed};
+use super::plan::{Arg, Args, MAX_ARGS, Step};
 use super::sys::{LOWBIT_BITS_BLOCKS, LOWBIT_THREADS, LowbitBits};
 use super::{Cuda, driver};
 use crate::bits::{self, Flips, Rows, Tracker};
 use crate::element::{DType, Element};
 use crate::error::Result;
-
-/// The kernels of bits.cu.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernel {
-    Pack,
-    Unpack,
-    FlipCount,
-}
-
-impl Kernel {
-    /// `<op>_<dtype>`, e.g. `flip_count_bf16`.
-    fn name(self, dtype: DType) -> String {
-        let op = match self {
-            Kernel::Pack => "pack",
-            Kernel::Unpack => "unpack",
-            Kernel::FlipCount => "flip_count",
-        };
-        format!("{op}_{}", dtype.name())
-    }
-}
 
 /// The parameters every bit kernel reads; `scale` (unpack) and
 /// `has_previous` (flip_count) start as NULL and 0.
@@ -73,15 +54,18 @@ fn grid(words: u64) -> u32 {
 /// The launch of `kernel` with parameters `p` and then `pointers`, in the
 /// kernel's order; `None` when the tensor packs into no words (a grid of 0
 /// blocks is a launch error).
-fn launch(kernel: Kernel, dtype: DType, p: LowbitBits, pointers: &[u64]) -> Option<Step> {
+fn launch(kernel: Typed, dtype: DType, p: LowbitBits, pointers: &[u64]) -> Option<Step> {
     let words = p.rows * p.words;
+    let mut args = [Arg::Ptr(0); MAX_ARGS];
+    args[0] = Arg::Bits(p);
+    for (a, &ptr) in args[1..].iter_mut().zip(pointers) {
+        *a = Arg::Ptr(ptr);
+    }
     (words > 0).then(|| Step::Launch {
-        kernel: kernel.name(dtype),
+        kernel: Kernel::Typed(kernel, dtype),
         grid: grid(words),
         block: LOWBIT_THREADS,
-        args: std::iter::once(Arg::Bits(p))
-            .chain(pointers.iter().map(|&ptr| Arg::Ptr(ptr)))
-            .collect(),
+        args: Args::new(&args[..1 + pointers.len()]),
     })
 }
 
@@ -100,7 +84,7 @@ impl Cuda {
         self.check_stream(stream)?;
         let (xp, _x) = x.device_ptr(stream);
         let (pp, _p) = packed.device_ptr_mut(stream);
-        let step = launch(Kernel::Pack, T::DTYPE, params(rows), &[xp, pp]);
+        let step = launch(Typed::Pack, T::DTYPE, params(rows), &[xp, pp]);
         // SAFETY: the pointers come from live cudarc buffers of the checked
         // lengths, ordered on `stream` by the guards above.
         unsafe { self.run(step.as_slice(), stream.cu_stream()) }
@@ -124,7 +108,7 @@ impl Cuda {
         let scale = scale.map(|s| s.device_ptr(stream));
         let (yp, _y) = y.device_ptr_mut(stream);
         let p = unpack_params(rows, scale.as_ref().map_or(0, |(sp, _)| *sp));
-        let step = launch(Kernel::Unpack, T::DTYPE, p, &[pp, yp]);
+        let step = launch(Typed::Unpack, T::DTYPE, p, &[pp, yp]);
         // SAFETY: as in `pack`; the scale, when given, holds `channels` floats.
         unsafe { self.run(step.as_slice(), stream.cu_stream()) }
     }
@@ -155,7 +139,7 @@ impl Cuda {
             let (pp, _p) = metric.previous.device_ptr_mut(stream);
             let (fp, _f) = metric.flipped.device_ptr_mut(stream);
             let p = flip_params(rows, metric.tracker.has_previous());
-            let step = launch(Kernel::FlipCount, T::DTYPE, p, &[vp, pp, fp]);
+            let step = launch(Typed::FlipCount, T::DTYPE, p, &[vp, pp, fp]);
             // SAFETY: as in `pack`; `previous` holds the packed words and
             // `flipped` one counter, both allocated for this shape.
             unsafe { self.run(step.as_slice(), stream.cu_stream())? };
@@ -228,7 +212,7 @@ mod tests {
     use super::*;
 
     const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
-    const KERNELS: [Kernel; 3] = [Kernel::Pack, Kernel::Unpack, Kernel::FlipCount];
+    const KERNELS: [Typed; 3] = [Typed::Pack, Typed::Unpack, Typed::FlipCount];
 
     fn rows(rows: usize, channels: usize) -> Rows {
         Rows {
@@ -247,8 +231,8 @@ mod tests {
         let entries: Vec<_> = super::super::entries(super::super::ptx::BITS).collect();
         for kernel in KERNELS {
             for dtype in DTYPES {
-                let name = kernel.name(dtype);
-                assert!(entries.contains(&name.as_str()), "no {name} in the PTX");
+                let name = Kernel::Typed(kernel, dtype).name();
+                assert!(entries.contains(&name), "no {name} in the PTX");
                 // The first parameter is the LowbitBits bindgen generated, by
                 // value: same size on both sides.
                 let param = format!(
@@ -272,11 +256,11 @@ mod tests {
             grid,
             block,
             args,
-        }) = launch(Kernel::FlipCount, DType::BF16, p, &[0x10, 0x20, 0x30])
+        }) = launch(Typed::FlipCount, DType::BF16, p, &[0x10, 0x20, 0x30])
         else {
             panic!("no launch")
         };
-        assert_eq!(kernel, "flip_count_bf16");
+        assert_eq!(kernel.name(), "flip_count_bf16");
         // 3 rows of 3 words, 8 warps (words) per block.
         assert_eq!((grid, block), (2, 256));
         let [Arg::Bits(p), Arg::Ptr(0x10), Arg::Ptr(0x20), Arg::Ptr(0x30)] = args[..] else {
@@ -294,11 +278,11 @@ mod tests {
         assert_eq!(p.scale as u64, 0x4000);
         assert_eq!(flip_params(rows(2, 2), false).has_previous, 0);
         let Some(Step::Launch { kernel, args, .. }) =
-            launch(Kernel::Unpack, DType::F16, p, &[0x10, 0x20])
+            launch(Typed::Unpack, DType::F16, p, &[0x10, 0x20])
         else {
             panic!("no launch")
         };
-        assert_eq!(kernel, "unpack_f16");
+        assert_eq!(kernel.name(), "unpack_f16");
         assert!(matches!(
             args[..],
             [Arg::Bits(_), Arg::Ptr(0x10), Arg::Ptr(0x20)]

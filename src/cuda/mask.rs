@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, sys as cu};
 
-use super::plan::{self, Arg, Direction, Step};
+use super::kernels::{Kernel, Masked, Single, Typed};
+use super::plan::{self, Arg, Args, Direction, Plan, Step};
 use super::sys::LOWBIT_THREADS;
 use super::{Cuda, Workspace};
 use crate::api::check_shape;
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
-use crate::mask::{self, MASK_BITS, mask_words, not_maskable};
-use crate::quantizer::{DorefaMode, Kind, Quantizer};
+use crate::mask::{self, MASK_BITS, mask_words};
+use crate::op::{Functor, Op, Window};
+use crate::quantizer::Quantizer;
 
 /// Device addresses of a masked call; a field the call does not use is 0.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,118 +39,101 @@ fn grid(len: usize) -> u32 {
     mask_words(len).div_ceil(warps_per_block).clamp(1, 1 << 20) as u32
 }
 
-fn launch(kernel: String, len: usize, args: Vec<Arg>) -> Step {
+fn launch(kernel: Kernel, len: usize, args: &[Arg]) -> Step {
     Step::Launch {
         kernel,
         grid: grid(len),
         block: LOWBIT_THREADS,
-        args,
+        args: Args::new(args),
     }
+}
+
+/// The masked forward kernel of a family that saves a mask.
+fn masked(functor: &Functor) -> Option<Masked> {
+    Some(match functor {
+        Functor::SteSign(_) => Masked::SteSign,
+        Functor::SteHeaviside(_) | Functor::SteHeavisideUnipolar(_) => Masked::SteHeaviside,
+        Functor::MagnitudeAwareSign(_) => Masked::MagnitudeAwareSign,
+        Functor::SteTern(_) => Masked::SteTern,
+        Functor::DorefaActivations(_) => Masked::DorefaActivations,
+        _ => return None,
+    })
 }
 
 /// Every step of a masked forward: the unmasked forward's reductions, then
 /// one kernel writing `y`, the mask and (magnitude_aware_sign) the scale.
+/// Where every bit passes, `y` is the unmasked forward's and a second kernel
+/// sets the bits.
 pub(crate) fn forward_plan(
-    q: &Quantizer,
-    dtype: DType,
+    op: &Op,
+    window: Window,
     len: usize,
     channels: usize,
     bufs: MaskBuffers,
-) -> Result<Vec<Step>> {
-    mask::check_maskable(q)?;
-    let prefix = match q.kind() {
-        Kind::SteSign { .. } => "ste_sign",
-        Kind::SteHeaviside { .. } => "ste_heaviside",
-        Kind::SteTern { .. } => "ste_tern",
-        Kind::MagnitudeAwareSign { .. } => "magnitude_aware_sign",
-        Kind::DoReFa {
-            mode: DorefaMode::Activations,
-            ..
-        } => "dorefa_activations",
-        Kind::NoOp { .. } => "",
-        _ => return Err(not_maskable(q)),
-    };
+) -> Plan {
     // An empty tensor still has its channels' scales (0) to write.
-    if len == 0 && mask::scale_len(q, channels) == 0 {
-        return Ok(Vec::new());
+    if len == 0 && mask::scale_len(op, channels) == 0 {
+        return Plan::new();
     }
     let dir = Direction::Forward;
     // No maskable quantizer has a first-axis scale: `inner` (1) is unused.
     let dims = [len, channels, 1];
-    let reduced = plan::reduced_ptr(q, dir, dims, bufs.workspace);
-    let params = Arg::Elementwise(plan::elementwise_params(
-        q, dtype, len, channels, 1, reduced,
-    ));
-    if prefix.is_empty() {
-        // noop: y is a copy, as in its unmasked forward, and every bit passes.
-        return Ok(vec![
-            Step::Copy {
-                src: bufs.x,
-                dst: bufs.out,
-                bytes: len * dtype.size(),
-            },
-            launch(
-                "all_pass_mask".into(),
-                len,
-                vec![params, Arg::Ptr(bufs.mask)],
-            ),
-        ]);
+    let reduced = plan::reduced_ptr(op, dir, dims, bufs.workspace);
+    let params = Arg::Elementwise(plan::elementwise_params(op, len, channels, 1, reduced));
+    if window == Window::Everywhere {
+        let unmasked = plan::Buffers {
+            x: bufs.x,
+            dy: 0,
+            out: bufs.out,
+            workspace: bufs.workspace,
+        };
+        let mut steps = plan::plan(op, dir, len, channels, 1, unmasked);
+        let kernel = Kernel::Single(Single::AllPassMask);
+        steps.push(launch(kernel, len, &[params, Arg::Ptr(bufs.mask)]));
+        return steps;
     }
-    let mut steps = plan::reduction_steps(q, dir, dtype, dims, bufs.x, bufs.workspace);
-    let args = [bufs.x, bufs.out, bufs.mask, bufs.scale].map(Arg::Ptr);
-    steps.push(launch(
-        format!("{prefix}_fwd_mask_{}", dtype.name()),
-        len,
-        [params].into_iter().chain(args).collect(),
-    ));
-    Ok(steps)
+    // Only these have a window other than everywhere (Op::new).
+    let Some(family) = masked(&op.functor) else {
+        unreachable!("{:?} has a window but no masked kernel", op.functor)
+    };
+    let mut steps = plan::reduction_steps(op, dir, dims, bufs.x, bufs.workspace);
+    let [x, out, mask, scale] = [bufs.x, bufs.out, bufs.mask, bufs.scale].map(Arg::Ptr);
+    let kernel = Kernel::ForwardMask(family, op.dtype);
+    steps.push(launch(kernel, len, &[params, x, out, mask, scale]));
+    steps
 }
 
 /// The one step of a backward pass from a mask: `dy` where the bit is set
-/// (times the saved scale for magnitude_aware_sign), or noop's copy.
-pub(crate) fn backward_plan(
-    q: &Quantizer,
-    dtype: DType,
-    len: usize,
-    channels: usize,
-    bufs: MaskBuffers,
-) -> Result<Vec<Step>> {
-    mask::check_maskable(q)?;
-    let prefix = match q.kind() {
-        // Whatever quantizer made the mask, `dy` passes where the bit is set.
-        Kind::SteSign { .. }
-        | Kind::SteHeaviside { .. }
-        | Kind::SteTern { .. }
-        | Kind::DoReFa {
-            mode: DorefaMode::Activations,
-            ..
-        } => "pass",
-        Kind::MagnitudeAwareSign { .. } => "magnitude_aware_sign",
-        Kind::NoOp { .. } => "",
-        _ => return Err(not_maskable(q)),
-    };
+/// (times the saved scale for magnitude_aware_sign), or a copy where every
+/// bit is.
+pub(crate) fn backward_plan(op: &Op, len: usize, channels: usize, bufs: MaskBuffers) -> Plan {
     if len == 0 {
-        return Ok(Vec::new());
+        return Plan::new();
     }
-    if prefix.is_empty() {
-        return Ok(vec![Step::Copy {
+    if op.copies(Direction::Backward) {
+        return Plan::one(Step::Copy {
             src: bufs.dy,
             dst: bufs.out,
-            bytes: len * dtype.size(),
-        }]);
+            bytes: len * op.dtype.size(),
+        });
     }
-    let params = Arg::Elementwise(plan::elementwise_params(q, dtype, len, channels, 1, 0));
-    let args = [bufs.mask, bufs.scale, bufs.dy, bufs.out].map(Arg::Ptr);
-    Ok(vec![launch(
-        format!("{prefix}_bwd_mask_{}", dtype.name()),
+    // Whatever quantizer made the mask, `dy` passes where the bit is set.
+    let kernel = match op.functor {
+        Functor::MagnitudeAwareSign(_) => Typed::MagnitudeAwareSignBwdMask,
+        _ => Typed::PassBwdMask,
+    };
+    let params = Arg::Elementwise(plan::elementwise_params(op, len, channels, 1, 0));
+    let [mask, scale, dy, out] = [bufs.mask, bufs.scale, bufs.dy, bufs.out].map(Arg::Ptr);
+    Plan::one(launch(
+        Kernel::Typed(kernel, op.dtype),
         len,
-        [params].into_iter().chain(args).collect(),
-    )])
+        &[params, mask, scale, dy, out],
+    ))
 }
 
 /// A raw call's scale pointer: 0 is fine only where no scale is saved.
-fn check_raw_scale(q: &Quantizer, channels: usize, scale: cu::CUdeviceptr) -> Result<()> {
-    let expected = mask::scale_len(q, channels);
+fn check_raw_scale(op: &Op, channels: usize, scale: cu::CUdeviceptr) -> Result<()> {
+    let expected = mask::scale_len(op, channels);
     if expected > 0 && scale == 0 {
         return Err(Error::BufferLength {
             buffer: "scale",
@@ -178,8 +163,13 @@ impl Cuda {
     ) -> Result<()> {
         let scale_len = scale.as_ref().map_or(0, |s| s.len());
         let tensors = [("x", x.len()), ("y", y.len())];
-        let (len, channels) = mask::check(q, shape, &tensors, mask.len(), scale_len)?;
-        let need = plan::layout(q, Direction::Forward, len, channels, 1).bytes;
+        let mask::Checked {
+            op,
+            window,
+            len,
+            channels,
+        } = mask::check(q, T::DTYPE, shape, &tensors, mask.len(), scale_len)?;
+        let need = plan::layout(&op, Direction::Forward, len, channels, 1).bytes;
         ws.reserve(self, stream, need)?;
         let wp = ws.ptr(stream.cu_stream(), need)?;
         let (xp, _x) = x.device_ptr(stream);
@@ -200,7 +190,7 @@ impl Cuda {
             workspace: wp,
             ..Default::default()
         };
-        let steps = forward_plan(q, T::DTYPE, len, channels, bufs)?;
+        let steps = forward_plan(&op, window, len, channels, bufs);
         // SAFETY: the pointers come from live cudarc buffers of the checked
         // lengths, ordered on `stream` by the guards above.
         unsafe { self.run(&steps, stream.cu_stream()) }
@@ -222,7 +212,9 @@ impl Cuda {
     ) -> Result<()> {
         let scale_len = scale.map_or(0, |s| s.len());
         let tensors = [("dy", dy.len()), ("dx", dx.len())];
-        let (len, channels) = mask::check(q, shape, &tensors, mask.len(), scale_len)?;
+        let mask::Checked {
+            op, len, channels, ..
+        } = mask::check(q, T::DTYPE, shape, &tensors, mask.len(), scale_len)?;
         self.check_stream(stream)?;
         let (mp, _m) = mask.device_ptr(stream);
         let (sp, _s) = match scale {
@@ -241,7 +233,7 @@ impl Cuda {
             scale: sp,
             ..Default::default()
         };
-        let steps = backward_plan(q, T::DTYPE, len, channels, bufs)?;
+        let steps = backward_plan(&op, len, channels, bufs);
         // SAFETY: as in `forward_with_mask`.
         unsafe { self.run(&steps, stream.cu_stream()) }
     }
@@ -270,10 +262,10 @@ impl Cuda {
         scale: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
-        mask::check_maskable(q)?;
+        let (op, window) = mask::masked_op(q, dtype)?;
         let (len, channels) = check_shape(shape, &[])?;
-        check_raw_scale(q, channels, scale)?;
-        let need = plan::layout(q, Direction::Forward, len, channels, 1).bytes;
+        check_raw_scale(&op, channels, scale)?;
+        let need = plan::layout(&op, Direction::Forward, len, channels, 1).bytes;
         // SAFETY: the caller vouches for the stream.
         unsafe { self.check_raw_stream(stream)? };
         let bufs = MaskBuffers {
@@ -284,7 +276,7 @@ impl Cuda {
             workspace: ws.ptr(stream, need)?,
             ..Default::default()
         };
-        let steps = forward_plan(q, dtype, len, channels, bufs)?;
+        let steps = forward_plan(&op, window, len, channels, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
         unsafe { self.run(&steps, stream) }
     }
@@ -307,9 +299,9 @@ impl Cuda {
         shape: &[usize],
         dx: cu::CUdeviceptr,
     ) -> Result<()> {
-        mask::check_maskable(q)?;
+        let (op, _) = mask::masked_op(q, dtype)?;
         let (len, channels) = check_shape(shape, &[])?;
-        check_raw_scale(q, channels, scale)?;
+        check_raw_scale(&op, channels, scale)?;
         // SAFETY: the caller vouches for the stream.
         unsafe { self.check_raw_stream(stream)? };
         let bufs = MaskBuffers {
@@ -319,7 +311,7 @@ impl Cuda {
             scale,
             ..Default::default()
         };
-        let steps = backward_plan(q, dtype, len, channels, bufs)?;
+        let steps = backward_plan(&op, len, channels, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
         unsafe { self.run(&steps, stream) }
     }
@@ -347,9 +339,32 @@ mod tests {
         "ste_tern(ternary_weight_networks=true)",
         "dorefa(k_bit=3)",
         "noop(precision=2)",
+        "progressive_sign(temperature=0.5)",
     ];
 
     const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+    fn forward_plan_of(
+        q: &Quantizer,
+        dtype: DType,
+        len: usize,
+        channels: usize,
+        bufs: MaskBuffers,
+    ) -> Result<Plan> {
+        let (op, window) = mask::masked_op(q, dtype)?;
+        Ok(forward_plan(&op, window, len, channels, bufs))
+    }
+
+    fn backward_plan_of(
+        q: &Quantizer,
+        dtype: DType,
+        len: usize,
+        channels: usize,
+        bufs: MaskBuffers,
+    ) -> Result<Plan> {
+        let (op, _) = mask::masked_op(q, dtype)?;
+        Ok(backward_plan(&op, len, channels, bufs))
+    }
 
     fn q(spec: &str) -> Quantizer {
         spec.parse().unwrap()
@@ -362,7 +377,7 @@ mod tests {
             .map(|s| match s {
                 Step::Launch {
                     kernel, grid, args, ..
-                } => (kernel.as_str(), *grid, &args[..]),
+                } => (kernel.name(), *grid, &args[..]),
                 Step::Copy { .. } => ("copy", 0, &[][..]),
             })
             .collect()
@@ -386,11 +401,12 @@ mod tests {
     fn every_planned_kernel_exists_in_the_ptx() {
         let entries: Vec<&str> = super::super::entries(super::super::ptx::MASK)
             .chain(super::super::entries(super::super::ptx::REDUCE))
+            .chain(super::super::entries(super::super::ptx::ELEMENTWISE))
             .collect();
         for spec in SPECS {
             for dtype in DTYPES {
-                let fwd = forward_plan(&q(spec), dtype, 1000, 10, BUFS).unwrap();
-                let bwd = backward_plan(&q(spec), dtype, 1000, 10, BUFS).unwrap();
+                let fwd = forward_plan_of(&q(spec), dtype, 1000, 10, BUFS).unwrap();
+                let bwd = backward_plan_of(&q(spec), dtype, 1000, 10, BUFS).unwrap();
                 for (kernel, _, _) in launches(&fwd).into_iter().chain(launches(&bwd)) {
                     assert!(
                         kernel == "copy" || entries.contains(&kernel),
@@ -405,7 +421,7 @@ mod tests {
     fn a_warp_per_word_forward_a_thread_per_element_backward() {
         let q = q("ste_sign(clip_value=0.3)");
         // 2^24 elements: 2^19 words, 8 warps per block.
-        let fwd = forward_plan(&q, DType::F16, 1 << 24, 1 << 24, BUFS).unwrap();
+        let fwd = forward_plan_of(&q, DType::F16, 1 << 24, 1 << 24, BUFS).unwrap();
         let [(kernel, grid, args)] = launches(&fwd)[..] else {
             panic!("{fwd:?}")
         };
@@ -417,7 +433,7 @@ mod tests {
         assert_eq!(p.clip, half::f16::from_f32(0.3).to_f32());
         assert_eq!(ptrs(args), [BUFS.x, BUFS.out, BUFS.mask, BUFS.scale]);
 
-        let bwd = backward_plan(&q, DType::F16, 1000, 1000, BUFS).unwrap();
+        let bwd = backward_plan_of(&q, DType::F16, 1000, 1000, BUFS).unwrap();
         let [(kernel, grid, args)] = launches(&bwd)[..] else {
             panic!("{bwd:?}")
         };
@@ -425,14 +441,14 @@ mod tests {
         assert_eq!((kernel, grid), ("pass_bwd_mask_f16", 4));
         assert_eq!(ptrs(args), [BUFS.mask, BUFS.scale, BUFS.dy, BUFS.out]);
         // The smallest tensor still launches a block.
-        let one = forward_plan(&q, DType::F32, 1, 1, BUFS).unwrap();
+        let one = forward_plan_of(&q, DType::F32, 1, 1, BUFS).unwrap();
         assert_eq!(launches(&one)[0].1, 1);
     }
 
     #[test]
     fn reductions_feed_the_masked_forward_and_none_run_backward() {
         let mas = q("magnitude_aware_sign");
-        let fwd = forward_plan(&mas, DType::BF16, 64 * 100, 64, BUFS).unwrap();
+        let fwd = forward_plan_of(&mas, DType::BF16, 64 * 100, 64, BUFS).unwrap();
         let names: Vec<_> = launches(&fwd).iter().map(|l| l.0).collect();
         assert_eq!(
             names,
@@ -448,21 +464,26 @@ mod tests {
         let Arg::Elementwise(p) = args[0] else {
             panic!()
         };
-        let lay = plan::layout(&mas, Direction::Forward, 6400, 64, 1);
+        let (op, _) = mask::masked_op(&mas, DType::BF16).unwrap();
+        let lay = plan::layout(&op, Direction::Forward, 6400, 64, 1);
         assert_eq!(p.reduced as u64, BUFS.workspace + lay.reduced as u64);
         assert_eq!(p.channels, 64);
 
-        let bwd = backward_plan(&mas, DType::BF16, 6400, 64, BUFS).unwrap();
+        let bwd = backward_plan_of(&mas, DType::BF16, 6400, 64, BUFS).unwrap();
         let names: Vec<_> = launches(&bwd).iter().map(|l| l.0).collect();
         assert_eq!(names, ["magnitude_aware_sign_bwd_mask_bf16"]);
 
         let twn = q("ste_tern(ternary_weight_networks=true)");
         assert_eq!(
-            forward_plan(&twn, DType::F32, 10, 10, BUFS).unwrap().len(),
+            forward_plan_of(&twn, DType::F32, 10, 10, BUFS)
+                .unwrap()
+                .len(),
             3
         );
         assert_eq!(
-            backward_plan(&twn, DType::F32, 10, 10, BUFS).unwrap().len(),
+            backward_plan_of(&twn, DType::F32, 10, 10, BUFS)
+                .unwrap()
+                .len(),
             1
         );
     }
@@ -470,7 +491,7 @@ mod tests {
     #[test]
     fn noop_copies_and_sets_every_bit() {
         let noop = q("noop(precision=4)");
-        let fwd = forward_plan(&noop, DType::F16, 10, 10, BUFS).unwrap();
+        let fwd = forward_plan_of(&noop, DType::F16, 10, 10, BUFS).unwrap();
         assert!(matches!(
             fwd[0],
             Step::Copy {
@@ -481,7 +502,7 @@ mod tests {
         ));
         assert_eq!(launches(&fwd)[1].0, "all_pass_mask");
         assert_eq!(ptrs(launches(&fwd)[1].2), [BUFS.mask]);
-        let bwd = backward_plan(&noop, DType::F16, 10, 10, BUFS).unwrap();
+        let bwd = backward_plan_of(&noop, DType::F16, 10, 10, BUFS).unwrap();
         assert!(matches!(
             bwd[..],
             [Step::Copy {
@@ -496,23 +517,23 @@ mod tests {
     fn empty_tensors_launch_nothing_but_the_scales_they_owe() {
         for spec in SPECS {
             assert!(
-                backward_plan(&q(spec), DType::F32, 0, 0, BUFS)
+                backward_plan_of(&q(spec), DType::F32, 0, 0, BUFS)
                     .unwrap()
                     .is_empty()
             );
             if !spec.starts_with("magnitude") {
                 assert!(
-                    forward_plan(&q(spec), DType::F32, 0, 5, BUFS)
+                    forward_plan_of(&q(spec), DType::F32, 0, 5, BUFS)
                         .unwrap()
                         .is_empty()
                 );
             }
         }
         // Shape [0, 5]: five scales of 0 still to write.
-        let mas = forward_plan(&q("magnitude_aware_sign"), DType::F32, 0, 5, BUFS).unwrap();
+        let mas = forward_plan_of(&q("magnitude_aware_sign"), DType::F32, 0, 5, BUFS).unwrap();
         assert_eq!(mas.len(), 3);
         assert!(
-            forward_plan(&q("magnitude_aware_sign"), DType::F32, 0, 0, BUFS)
+            forward_plan_of(&q("magnitude_aware_sign"), DType::F32, 0, 0, BUFS)
                 .unwrap()
                 .is_empty()
         );
@@ -522,8 +543,8 @@ mod tests {
     fn quantizers_that_need_x_have_no_plan() {
         for spec in ["approx_sign", "swish_sign", "dorefa(mode=weights)"] {
             for result in [
-                forward_plan(&q(spec), DType::F32, 10, 10, BUFS),
-                backward_plan(&q(spec), DType::F32, 10, 10, BUFS),
+                forward_plan_of(&q(spec), DType::F32, 10, 10, BUFS),
+                backward_plan_of(&q(spec), DType::F32, 10, 10, BUFS),
             ] {
                 assert!(matches!(result, Err(Error::NotMaskable { .. })), "{spec}");
             }

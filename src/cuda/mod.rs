@@ -3,28 +3,30 @@
 //!
 //! Calls are asynchronous: nothing here synchronizes the host except the
 //! host-slice convenience calls of [`crate::Backend`]. Nothing is allocated
-//! per call but the small argument list; reductions use a [`Workspace`] the
-//! caller keeps per stream.
+//! on the host per call: a plan is fixed-size data and kernels are typed
+//! values resolved once per context ([`kernels`]); reductions use a
+//! [`Workspace`] the caller keeps per stream.
 
 mod bits;
+mod kernels;
 mod mask;
 mod plan;
 pub(crate) mod probe;
 pub(crate) mod registry;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaStream, CudaView, CudaViewMut, DevicePtr,
-    DevicePtrMut, result, sys as cu,
+    CudaContext, CudaModule, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, result,
+    sys as cu,
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::api::{check_plain, check_shape, check_thresholds, first_axis_inner};
+use crate::api::{check_shape, check_thresholds, first_axis_inner, plain_op};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::quantizer::Quantizer;
+use kernels::Functions;
 use plan::{Buffers, Direction, RSignBuffers, Step};
 
 pub use bits::DeviceFlipRatio;
@@ -81,7 +83,7 @@ pub struct Cuda {
     ctx: Arc<CudaContext>,
     /// `cuDriverGetVersion` (1000·major + 10·minor), when probed.
     driver_version: Option<i32>,
-    functions: HashMap<String, CudaFunction>,
+    functions: Functions,
     _modules: Vec<Arc<CudaModule>>,
 }
 
@@ -104,7 +106,6 @@ impl Cuda {
 
     /// Loads the kernels into a context the caller already has.
     pub fn with_context(ctx: Arc<CudaContext>) -> Result<Self> {
-        let mut functions = HashMap::new();
         let mut modules = Vec::new();
         for src in [ptx::ELEMENTWISE, ptx::REDUCE, ptx::BITS, ptx::MASK] {
             // A driver older than the PTX's ISA fails here; `auto` then
@@ -117,19 +118,13 @@ impl Cuda {
                     ptx::minimum_driver()
                 ))
             })?;
-            for name in entries(src) {
-                let f = module
-                    .load_function(name)
-                    .map_err(driver("cuModuleGetFunction"))?;
-                functions.insert(name.to_string(), f);
-            }
-            modules.push(module);
+            modules.push((module, src));
         }
         Ok(Cuda {
             ctx,
             driver_version: None,
-            functions,
-            _modules: modules,
+            functions: Functions::load(&modules)?,
+            _modules: modules.into_iter().map(|(m, _)| m).collect(),
         })
     }
 
@@ -164,10 +159,10 @@ impl Cuda {
         y: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        check_plain(q)?;
+        let op = plain_op(q, T::DTYPE)?;
         let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
         let inner = first_axis_inner(shape, len);
-        let need = plan::layout(q, Direction::Forward, len, channels, inner).bytes;
+        let need = plan::layout(&op, Direction::Forward, len, channels, inner).bytes;
         ws.reserve(self, stream, need)?;
         let wp = ws.ptr(stream.cu_stream(), need)?;
         let (xp, _x) = x.device_ptr(stream);
@@ -178,7 +173,7 @@ impl Cuda {
             out: yp,
             workspace: wp,
         };
-        let steps = plan::plan(q, Direction::Forward, T::DTYPE, len, channels, inner, bufs);
+        let steps = plan::plan(&op, Direction::Forward, len, channels, inner, bufs);
         // SAFETY: the pointers come from live cudarc buffers of the checked
         // lengths, ordered on `stream` by the guards above.
         unsafe { self.run(&steps, stream.cu_stream()) }
@@ -196,11 +191,11 @@ impl Cuda {
         dx: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        check_plain(q)?;
+        let op = plain_op(q, T::DTYPE)?;
         let (len, channels) =
             check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         let inner = first_axis_inner(shape, len);
-        let need = plan::layout(q, Direction::Backward, len, channels, inner).bytes;
+        let need = plan::layout(&op, Direction::Backward, len, channels, inner).bytes;
         ws.reserve(self, stream, need)?;
         let wp = ws.ptr(stream.cu_stream(), need)?;
         let (xp, _x) = x.device_ptr(stream);
@@ -212,7 +207,7 @@ impl Cuda {
             out: dxp,
             workspace: wp,
         };
-        let steps = plan::plan(q, Direction::Backward, T::DTYPE, len, channels, inner, bufs);
+        let steps = plan::plan(&op, Direction::Backward, len, channels, inner, bufs);
         // SAFETY: as in `forward`.
         unsafe { self.run(&steps, stream.cu_stream()) }
     }
@@ -227,7 +222,7 @@ impl Cuda {
         } else {
             Direction::Forward
         };
-        Ok(plan::layout(q, dir, len, channels, inner).bytes)
+        Ok(plan::call_layout(q, dir, len, channels, inner).bytes)
     }
 
     /// [`forward`](Self::forward) on raw device pointers and a raw stream,
@@ -250,10 +245,10 @@ impl Cuda {
         y: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
-        check_plain(q)?;
+        let op = plain_op(q, dtype)?;
         let (len, channels) = check_shape(shape, &[])?;
         let inner = first_axis_inner(shape, len);
-        let need = plan::layout(q, Direction::Forward, len, channels, inner).bytes;
+        let need = plan::layout(&op, Direction::Forward, len, channels, inner).bytes;
         // SAFETY: the caller vouches for the stream.
         unsafe { self.check_raw_stream(stream)? };
         let bufs = Buffers {
@@ -262,7 +257,7 @@ impl Cuda {
             out: y,
             workspace: ws.ptr(stream, need)?,
         };
-        let steps = plan::plan(q, Direction::Forward, dtype, len, channels, inner, bufs);
+        let steps = plan::plan(&op, Direction::Forward, len, channels, inner, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
         unsafe { self.run(&steps, stream) }
     }
@@ -283,10 +278,10 @@ impl Cuda {
         dx: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
-        check_plain(q)?;
+        let op = plain_op(q, dtype)?;
         let (len, channels) = check_shape(shape, &[])?;
         let inner = first_axis_inner(shape, len);
-        let need = plan::layout(q, Direction::Backward, len, channels, inner).bytes;
+        let need = plan::layout(&op, Direction::Backward, len, channels, inner).bytes;
         // SAFETY: the caller vouches for the stream.
         unsafe { self.check_raw_stream(stream)? };
         let bufs = Buffers {
@@ -295,7 +290,7 @@ impl Cuda {
             out: dx,
             workspace: ws.ptr(stream, need)?,
         };
-        let steps = plan::plan(q, Direction::Backward, dtype, len, channels, inner, bufs);
+        let steps = plan::plan(&op, Direction::Backward, len, channels, inner, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
         unsafe { self.run(&steps, stream) }
     }
@@ -505,13 +500,13 @@ impl Cuda {
                     block,
                     args,
                 } => {
-                    let f = self.functions.get(kernel).ok_or_else(|| Error::Cuda {
-                        call: "cuModuleGetFunction",
-                        message: format!("kernel {kernel} is not in the PTX"),
-                    })?;
-                    let mut params: Vec<_> = args.iter().map(|a| a.as_param()).collect();
+                    let f = self.functions.get(*kernel);
+                    let mut params = [std::ptr::null_mut(); plan::MAX_ARGS];
+                    for (p, a) in params.iter_mut().zip(args.iter()) {
+                        *p = a.as_param();
+                    }
                     // SAFETY: `params` matches the kernel's signature (the
-                    // plan's tests check names and argument order).
+                    // plan's tests check kernels and argument order).
                     unsafe {
                         result::launch_kernel(
                             f.cu_function(),
@@ -519,7 +514,7 @@ impl Cuda {
                             (*block, 1, 1),
                             0,
                             stream,
-                            &mut params,
+                            &mut params[..args.len()],
                         )
                     }
                     .map_err(driver("cuLaunchKernel"))?;
@@ -549,6 +544,7 @@ fn driver_err(call: &'static str) -> impl Fn(result::DriverError) -> Error {
 }
 
 /// The kernel names a PTX module defines.
+#[cfg(test)]
 fn entries(ptx: &str) -> impl Iterator<Item = &str> {
     ptx.lines()
         .filter_map(|l| l.trim().strip_prefix(".visible .entry "))

@@ -1,23 +1,20 @@
-//! What a forward or backward call launches, as plain data: kernel names,
-//! grid sizes and arguments. Building the plan touches no driver, so tests
-//! check it on machines without a GPU; [`super::Cuda`] only executes it.
+//! What a forward or backward call launches, as plain data: typed kernels,
+//! grid sizes and arguments, in fixed-size arrays, so planning a call
+//! allocates nothing. Building the plan touches no driver, so tests check it
+//! on machines without a GPU; [`super::Cuda`] only executes it.
 
 use std::ffi::c_void;
 
+use super::kernels::{Family, Kernel, Single, Typed};
 use super::sys::{
     LOWBIT_REDUCE_BLOCKS, LOWBIT_REDUCE_THREADS, LOWBIT_THREADS, LOWBIT_VECTOR_BYTES, LowbitBits,
     LowbitElementwise, LowbitReduce,
 };
 use crate::cpu::rsign::channel_groups;
 use crate::element::DType;
-use crate::quantizer::{DorefaMode, Kind, Quantizer, WeightScale};
-
-/// Forward (`y = q(x)`) or backward (`dx = dq/dx · dy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Forward,
-    Backward,
-}
+pub(crate) use crate::op::Direction;
+use crate::op::{Functor, Op, Reduction, Scaled};
+use crate::quantizer::Quantizer;
 
 /// One kernel argument, passed by value as the kernel declares it.
 #[derive(Debug, Clone, Copy)]
@@ -41,17 +38,100 @@ impl Arg {
     }
 }
 
+/// The most arguments a kernel takes (rsign's backward and the masked
+/// forward take five).
+pub(crate) const MAX_ARGS: usize = 6;
+
+/// A kernel's arguments, in order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Args {
+    items: [Arg; MAX_ARGS],
+    len: usize,
+}
+
+impl Args {
+    pub(crate) fn new(args: &[Arg]) -> Self {
+        assert!(
+            args.len() <= MAX_ARGS,
+            "a kernel takes at most {MAX_ARGS} arguments"
+        );
+        let mut items = [Arg::Ptr(0); MAX_ARGS];
+        items[..args.len()].copy_from_slice(args);
+        Args {
+            items,
+            len: args.len(),
+        }
+    }
+}
+
+impl std::ops::Deref for Args {
+    type Target = [Arg];
+    fn deref(&self) -> &[Arg] {
+        &self.items[..self.len]
+    }
+}
+
 /// One step of a call, in stream order.
-#[derive(Debug, Clone)]
+// A copy is smaller than a launch; boxing the launch would put an
+// allocation back into every call.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Step {
     Launch {
-        kernel: String,
+        kernel: Kernel,
         grid: u32,
         block: u32,
-        args: Vec<Arg>,
+        args: Args,
     },
     /// A device-to-device copy (noop's forward and backward).
     Copy { src: u64, dst: u64, bytes: usize },
+}
+
+/// The most steps a call takes: a reduction's two kernels and the
+/// elementwise one.
+const MAX_STEPS: usize = 4;
+
+/// Every step of one call, in stream order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    steps: [Step; MAX_STEPS],
+    len: usize,
+}
+
+impl Plan {
+    pub(crate) fn new() -> Self {
+        const NONE: Step = Step::Copy {
+            src: 0,
+            dst: 0,
+            bytes: 0,
+        };
+        Plan {
+            steps: [NONE; MAX_STEPS],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, step: Step) {
+        assert!(
+            self.len < MAX_STEPS,
+            "a call takes at most {MAX_STEPS} steps"
+        );
+        self.steps[self.len] = step;
+        self.len += 1;
+    }
+
+    pub(crate) fn one(step: Step) -> Self {
+        let mut plan = Plan::new();
+        plan.push(step);
+        plan
+    }
+}
+
+impl std::ops::Deref for Plan {
+    type Target = [Step];
+    fn deref(&self) -> &[Step] {
+        &self.steps[..self.len]
+    }
 }
 
 /// Device addresses a call works on. `workspace` holds the reductions'
@@ -75,54 +155,11 @@ pub(crate) struct Layout {
     pub bytes: usize,
 }
 
-/// The reduction a quantizer runs before its elementwise kernel, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reduction {
-    None,
-    TwnThreshold,
-    MaxAbsTanh,
-    ChannelMeanAbs,
-    RowMeanAbs,
-}
-
-fn reduction(q: &Quantizer, dir: Direction) -> Reduction {
-    if q.scale() == WeightScale::FirstAxis {
-        return Reduction::RowMeanAbs;
-    }
-    match (q.kind(), dir) {
-        (
-            Kind::SteTern {
-                ternary_weight_networks: true,
-                ..
-            },
-            Direction::Forward,
-        ) => Reduction::TwnThreshold,
-        (
-            Kind::DoReFa {
-                mode: DorefaMode::Weights,
-                ..
-            },
-            _,
-        ) => Reduction::MaxAbsTanh,
-        (Kind::MagnitudeAwareSign { .. }, _) => Reduction::ChannelMeanAbs,
-        _ => Reduction::None,
-    }
-}
-
 const ALIGN: usize = 256;
 
 /// The workspace a call needs for a tensor of `len` elements, `channels`
 /// channels (the last axis) and `inner` elements per first-axis index.
-pub(crate) fn layout(
-    q: &Quantizer,
-    dir: Direction,
-    len: usize,
-    channels: usize,
-    inner: usize,
-) -> Layout {
-    if q.takes_thresholds() {
-        return rsign_layout(dir, len, channels);
-    }
+pub(crate) fn layout(op: &Op, dir: Direction, len: usize, channels: usize, inner: usize) -> Layout {
     let blocks = LOWBIT_REDUCE_BLOCKS as usize;
     let none = Layout {
         reduced: 0,
@@ -135,8 +172,8 @@ pub(crate) fn layout(
     }
     // Sizes saturate instead of wrapping: a shape whose scratch does not fit
     // in `usize` asks for a workspace no allocation can give.
-    let (partials, reduced) = match reduction(q, dir) {
-        Reduction::None => return none,
+    let (partials, reduced) = match op.reduction(dir) {
+        Reduction::None | Reduction::Constant(_) => return none,
         Reduction::TwnThreshold => (blocks * 8, 4),
         Reduction::MaxAbsTanh => (blocks * 4, 4),
         // The header bounds the per-channel partials by grid size + channels.
@@ -157,58 +194,59 @@ pub(crate) fn layout(
     }
 }
 
+/// The workspace any call of `q` needs, rsign's included: what
+/// `Cuda::workspace_bytes` reports. The layout depends on no element type.
+pub(crate) fn call_layout(
+    q: &Quantizer,
+    dir: Direction,
+    len: usize,
+    channels: usize,
+    inner: usize,
+) -> Layout {
+    match Op::new(q, DType::F32) {
+        Some(op) => layout(&op, dir, len, channels, inner),
+        None => rsign_layout(dir, len, channels),
+    }
+}
+
 /// First-axis size from the element count and the elements per index.
 fn rows(len: usize, inner: usize) -> usize {
     len.checked_div(inner).unwrap_or(0)
 }
 
-/// The kernel family name of a quantizer: `<name>_<fwd|bwd>_<dtype>`.
-fn kernel_prefix(q: &Quantizer) -> Option<&'static str> {
-    if q.scale() == WeightScale::FirstAxis {
-        return match q.kind() {
-            Kind::SteSign { .. } => Some("ste_sign_scaled"),
-            Kind::ApproxSign => Some("approx_sign_scaled"),
-            Kind::SwishSign { .. } => Some("swish_sign_scaled"),
-            // Quantizer::with_scale admits only the sign family.
-            _ => None,
-        };
-    }
-    Some(match q.kind() {
-        Kind::SteSign { .. } => "ste_sign",
-        Kind::ApproxSign => "approx_sign",
-        Kind::SwishSign { .. } => "swish_sign",
-        Kind::SteHeaviside { .. } => "ste_heaviside",
-        Kind::MagnitudeAwareSign { .. } => "magnitude_aware_sign",
-        Kind::SteTern { .. } => "ste_tern",
-        Kind::DoReFa {
-            mode: DorefaMode::Activations,
-            ..
-        } => "dorefa_activations",
-        Kind::DoReFa {
-            mode: DorefaMode::Weights,
-            ..
-        } => "dorefa_weights",
-        Kind::Ede { .. } => "ede",
-        Kind::NoOp { .. } => return None,
-        Kind::RSign => "rsign",
+/// The kernel family of a functor; `None` for noop, whose passes are copies.
+pub(super) fn kernel_family(functor: &Functor) -> Option<Family> {
+    Some(match functor {
+        Functor::SteSign(_) => Family::SteSign,
+        Functor::ApproxSign(_) => Family::ApproxSign,
+        Functor::SwishSign(_) => Family::SwishSign,
+        Functor::Ede(_) => Family::Ede,
+        Functor::ProgressiveSign(_) => Family::ProgressiveSign,
+        // One kernel, `unipolar` a parameter.
+        Functor::SteHeaviside(_) | Functor::SteHeavisideUnipolar(_) => Family::SteHeaviside,
+        Functor::MagnitudeAwareSign(_) => Family::MagnitudeAwareSign,
+        Functor::SteTern(_) => Family::SteTern,
+        Functor::DorefaActivations(_) => Family::DorefaActivations,
+        Functor::DorefaWeights(_) => Family::DorefaWeights,
+        Functor::NoOp(_) => return None,
+        Functor::SteSignScaled(_) => Family::SteSignScaled,
+        Functor::ApproxSignScaled(_) => Family::ApproxSignScaled,
+        Functor::SwishSignScaled(_) => Family::SwishSignScaled,
     })
 }
 
-/// The elementwise kernel's name, e.g. `ste_sign_fwd_bf16`; `None` for noop,
-/// which is a copy.
-pub(crate) fn kernel_name(q: &Quantizer, dir: Direction, dtype: DType) -> Option<String> {
-    let d = match dir {
-        Direction::Forward => "fwd",
-        Direction::Backward => "bwd",
-    };
-    kernel_prefix(q).map(|p| format!("{p}_{d}_{}", dtype.name()))
+/// The elementwise kernel of a pass; `None` where the pass is a copy.
+pub(crate) fn elementwise_kernel(op: &Op, dir: Direction) -> Option<Kernel> {
+    if op.copies(dir) {
+        return None;
+    }
+    kernel_family(&op.functor).map(|f| Kernel::Elementwise(f, dir, op.dtype))
 }
 
-/// The parameters of the elementwise kernel. Thresholds are rounded to the
-/// tensor's type here, as the CPU path does.
+/// The parameters of the elementwise kernel, from the op's, which are
+/// already rounded to the tensor's type.
 pub(super) fn elementwise_params(
-    q: &Quantizer,
-    dtype: DType,
+    op: &Op,
     len: usize,
     channels: usize,
     inner: usize,
@@ -221,26 +259,43 @@ pub(super) fn elementwise_params(
         reduced: std::ptr::null(),
         ..Default::default()
     };
-    let clip = match q.kind() {
-        Kind::SteSign { clip_value }
-        | Kind::SteHeaviside { clip_value, .. }
-        | Kind::MagnitudeAwareSign { clip_value }
-        | Kind::SteTern { clip_value, .. } => clip_value,
-        _ => None,
+    let clip = match op.functor {
+        Functor::SteSign(f) | Functor::SteSignScaled(Scaled(f)) => f.clip,
+        Functor::SteHeaviside(f) => f.clip,
+        Functor::SteHeavisideUnipolar(f) => {
+            p.unipolar = 1;
+            f.clip
+        }
+        Functor::MagnitudeAwareSign(f) => f.clip,
+        Functor::SteTern(f) => f.clip,
+        Functor::SwishSign(f) | Functor::SwishSignScaled(Scaled(f)) => {
+            p.beta = f.beta;
+            None
+        }
+        Functor::DorefaActivations(f) => {
+            p.levels = f.levels;
+            None
+        }
+        Functor::DorefaWeights(f) => {
+            p.levels = f.levels;
+            None
+        }
+        Functor::Ede(f) => {
+            p.ede_t = f.t;
+            None
+        }
+        Functor::ProgressiveSign(f) => {
+            p.divisor = f.divisor;
+            None
+        }
+        Functor::ApproxSign(_) | Functor::ApproxSignScaled(_) | Functor::NoOp(_) => None,
     };
     if let Some(c) = clip {
         p.has_clip = 1;
-        p.clip = dtype.round(c);
+        p.clip = c;
     }
-    match q.kind() {
-        Kind::SwishSign { beta } => p.beta = beta,
-        Kind::SteTern {
-            threshold_value, ..
-        } => p.threshold = dtype.round(threshold_value),
-        Kind::DoReFa { k_bit, .. } => p.levels = crate::scalar::dorefa_levels(k_bit),
-        Kind::SteHeaviside { unipolar, .. } => p.unipolar = u32::from(unipolar),
-        Kind::Ede { t } => p.ede_t = t,
-        _ => {}
+    if let Reduction::Constant(threshold) = op.reduction(Direction::Forward) {
+        p.threshold = threshold;
     }
     if reduced != 0 {
         p.reduced = reduced as *const f32;
@@ -259,46 +314,36 @@ fn elementwise_grid(len: usize, dtype: DType) -> u32 {
 /// axis and `inner` the elements per first-axis index; the caller has checked
 /// the buffers against them.
 pub(crate) fn plan(
-    q: &Quantizer,
+    op: &Op,
     dir: Direction,
-    dtype: DType,
     len: usize,
     channels: usize,
     inner: usize,
     bufs: Buffers,
-) -> Vec<Step> {
-    // rsign's kernels take α as well: `plan_rsign`, after the plain entry
-    // points have refused it.
-    assert!(!q.takes_thresholds(), "{q} is planned by plan_rsign");
+) -> Plan {
+    let dtype = op.dtype;
     if len == 0 {
-        return Vec::new();
+        return Plan::new();
     }
-    let Some(kernel) = kernel_name(q, dir, dtype) else {
+    let Some(kernel) = elementwise_kernel(op, dir) else {
         let src = match dir {
             Direction::Forward => bufs.x,
             Direction::Backward => bufs.dy,
         };
-        return vec![Step::Copy {
+        return Plan::one(Step::Copy {
             src,
             dst: bufs.out,
             bytes: len * dtype.size(),
-        }];
+        });
     };
-    let mut steps = reduction_steps(
-        q,
-        dir,
-        dtype,
-        [len, channels, inner],
-        bufs.x,
-        bufs.workspace,
-    );
-    let reduced = reduced_ptr(q, dir, [len, channels, inner], bufs.workspace);
-    let params = elementwise_params(q, dtype, len, channels, inner, reduced);
-    let mut args = vec![Arg::Elementwise(params), Arg::Ptr(bufs.x)];
-    if dir == Direction::Backward {
-        args.push(Arg::Ptr(bufs.dy));
-    }
-    args.push(Arg::Ptr(bufs.out));
+    let mut steps = reduction_steps(op, dir, [len, channels, inner], bufs.x, bufs.workspace);
+    let reduced = reduced_ptr(op, dir, [len, channels, inner], bufs.workspace);
+    let params = elementwise_params(op, len, channels, inner, reduced);
+    let (x, dy, out) = (Arg::Ptr(bufs.x), Arg::Ptr(bufs.dy), Arg::Ptr(bufs.out));
+    let args = match dir {
+        Direction::Forward => Args::new(&[Arg::Elementwise(params), x, out]),
+        Direction::Backward => Args::new(&[Arg::Elementwise(params), x, dy, out]),
+    };
     steps.push(Step::Launch {
         kernel,
         grid: elementwise_grid(len, dtype),
@@ -314,9 +359,9 @@ pub(super) type Dims = [usize; 3];
 
 /// Where the reduction's result lies in `workspace`, for
 /// `LowbitElementwise::reduced`; 0 when the call reduces nothing.
-pub(super) fn reduced_ptr(q: &Quantizer, dir: Direction, dims: Dims, workspace: u64) -> u64 {
+pub(super) fn reduced_ptr(op: &Op, dir: Direction, dims: Dims, workspace: u64) -> u64 {
     let [len, channels, inner] = dims;
-    let lay = layout(q, dir, len, channels, inner);
+    let lay = layout(op, dir, len, channels, inner);
     if lay.bytes == 0 {
         0
     } else {
@@ -326,65 +371,59 @@ pub(super) fn reduced_ptr(q: &Quantizer, dir: Direction, dims: Dims, workspace: 
 
 /// The launches that fill `workspace` (see [`layout`]) before the
 /// elementwise kernel runs; none when the quantizer reduces nothing.
-pub(super) fn reduction_steps(
-    q: &Quantizer,
-    dir: Direction,
-    dtype: DType,
-    dims: Dims,
-    x: u64,
-    workspace: u64,
-) -> Vec<Step> {
+pub(super) fn reduction_steps(op: &Op, dir: Direction, dims: Dims, x: u64, workspace: u64) -> Plan {
     let [len, channels, inner] = dims;
     let partials = workspace;
-    let reduced = reduced_ptr(q, dir, dims, workspace);
+    let reduced = reduced_ptr(op, dir, dims, workspace);
     let reduce = LowbitReduce {
         len: len as u64,
         channels: channels as u64,
         rows: (len / channels.max(1)) as u64,
     };
-    let launch = |kernel: String, grid: u32, block: u32, args: Vec<Arg>| Step::Launch {
+    let launch = |kernel: Kernel, grid: u32, block: u32, args: &[Arg]| Step::Launch {
         kernel,
         grid,
         block,
-        args,
+        args: Args::new(args),
     };
     let (blocks, threads) = (LOWBIT_REDUCE_BLOCKS, LOWBIT_REDUCE_THREADS);
-    let dt = dtype.name();
-    let mut steps = Vec::with_capacity(3);
-    let (partial, finalize, finalize_grid) = match reduction(q, dir) {
-        Reduction::None => (None, None, 1),
+    let typed = |t: Typed| Some(Kernel::Typed(t, op.dtype));
+    let mut steps = Plan::new();
+    let (partial, finalize, finalize_grid) = match op.reduction(dir) {
+        Reduction::None | Reduction::Constant(_) => (None, None, 1),
         Reduction::RowMeanAbs => {
             let rows = rows(len, inner);
             let reduce = LowbitReduce {
                 rows: rows as u64,
                 ..reduce
             };
-            let args = vec![Arg::Reduce(reduce), Arg::Ptr(x), Arg::Ptr(reduced)];
+            let args = [Arg::Reduce(reduce), Arg::Ptr(x), Arg::Ptr(reduced)];
             let grid = rows.clamp(1, 1 << 16) as u32;
-            steps.push(launch(format!("row_mean_abs_{dt}"), grid, threads, args));
+            let kernel = Kernel::Typed(Typed::RowMeanAbs, op.dtype);
+            steps.push(launch(kernel, grid, threads, &args));
             (None, None, 1)
         }
         Reduction::TwnThreshold => (
-            Some(format!("sum_abs_partial_{dt}")),
-            Some(format!("twn_threshold_finalize_{dt}")),
+            typed(Typed::SumAbsPartial),
+            typed(Typed::TwnThresholdFinalize),
             1,
         ),
         Reduction::MaxAbsTanh => (
-            Some(format!("max_abs_tanh_partial_{dt}")),
-            Some("max_abs_tanh_finalize".to_string()),
+            typed(Typed::MaxAbsTanhPartial),
+            Some(Kernel::Single(Single::MaxAbsTanhFinalize)),
             1,
         ),
         Reduction::ChannelMeanAbs => (
-            Some(format!("channel_sum_abs_partial_{dt}")),
-            Some(format!("channel_mean_finalize_{dt}")),
+            typed(Typed::ChannelSumAbsPartial),
+            typed(Typed::ChannelMeanFinalize),
             blocks,
         ),
     };
     if let (Some(partial), Some(finalize)) = (partial, finalize) {
-        let args = vec![Arg::Reduce(reduce), Arg::Ptr(x), Arg::Ptr(partials)];
-        steps.push(launch(partial, blocks, threads, args));
-        let args = vec![Arg::Reduce(reduce), Arg::Ptr(partials), Arg::Ptr(reduced)];
-        steps.push(launch(finalize, finalize_grid, threads, args));
+        let args = [Arg::Reduce(reduce), Arg::Ptr(x), Arg::Ptr(partials)];
+        steps.push(launch(partial, blocks, threads, &args));
+        let args = [Arg::Reduce(reduce), Arg::Ptr(partials), Arg::Ptr(reduced)];
+        steps.push(launch(finalize, finalize_grid, threads, &args));
     }
     steps
 }
@@ -431,9 +470,8 @@ pub(crate) fn plan_rsign(
     len: usize,
     channels: usize,
     bufs: RSignBuffers,
-) -> Vec<Step> {
-    let dt = dtype.name();
-    let mut steps = Vec::with_capacity(3);
+) -> Plan {
+    let mut steps = Plan::new();
     if len > 0 {
         let params = LowbitElementwise {
             len: len as u64,
@@ -441,17 +479,14 @@ pub(crate) fn plan_rsign(
             reduced: std::ptr::null(),
             ..Default::default()
         };
-        let (d, mut args) = match dir {
-            Direction::Forward => ("fwd", vec![Arg::Ptr(bufs.x), Arg::Ptr(bufs.alpha)]),
-            Direction::Backward => (
-                "bwd",
-                vec![Arg::Ptr(bufs.x), Arg::Ptr(bufs.alpha), Arg::Ptr(bufs.dy)],
-            ),
+        let p = Arg::Elementwise(params);
+        let [x, alpha, dy, out] = [bufs.x, bufs.alpha, bufs.dy, bufs.out].map(Arg::Ptr);
+        let (kernel, args) = match dir {
+            Direction::Forward => (Typed::RsignFwd, Args::new(&[p, x, alpha, out])),
+            Direction::Backward => (Typed::RsignBwd, Args::new(&[p, x, alpha, dy, out])),
         };
-        args.insert(0, Arg::Elementwise(params));
-        args.push(Arg::Ptr(bufs.out));
         steps.push(Step::Launch {
-            kernel: format!("rsign_{d}_{dt}"),
+            kernel: Kernel::Typed(kernel, dtype),
             grid: elementwise_grid(len, dtype),
             block: LOWBIT_THREADS,
             args,
@@ -463,32 +498,20 @@ pub(crate) fn plan_rsign(
             channels: channels as u64,
             rows: (len / channels) as u64,
         };
-        let mut reduce_step = |kernel: String, args: Vec<Arg>| {
+        let mut reduce_step = |kernel: Typed, args: &[Arg]| {
             steps.push(Step::Launch {
-                kernel,
+                kernel: Kernel::Typed(kernel, dtype),
                 grid: LOWBIT_REDUCE_BLOCKS,
                 block: LOWBIT_REDUCE_THREADS,
-                args,
+                args: Args::new(args),
             })
         };
+        let r = Arg::Reduce(reduce);
+        let [out, workspace, dalpha] = [bufs.out, bufs.workspace, bufs.dalpha].map(Arg::Ptr);
         if len > 0 {
-            reduce_step(
-                format!("rsign_dalpha_partial_{dt}"),
-                vec![
-                    Arg::Reduce(reduce),
-                    Arg::Ptr(bufs.out),
-                    Arg::Ptr(bufs.workspace),
-                ],
-            );
+            reduce_step(Typed::RsignDalphaPartial, &[r, out, workspace]);
         }
-        reduce_step(
-            format!("rsign_dalpha_finalize_{dt}"),
-            vec![
-                Arg::Reduce(reduce),
-                Arg::Ptr(bufs.workspace),
-                Arg::Ptr(bufs.dalpha),
-            ],
-        );
+        reduce_step(Typed::RsignDalphaFinalize, &[r, workspace, dalpha]);
     }
     steps
 }
@@ -506,6 +529,14 @@ mod tests {
 
     fn q(spec: &str) -> Quantizer {
         spec.parse().unwrap()
+    }
+
+    fn op(spec: &str, dtype: DType) -> Op {
+        op_of(&q(spec), dtype)
+    }
+
+    fn op_of(q: &Quantizer, dtype: DType) -> Op {
+        Op::new(q, dtype).unwrap()
     }
 
     /// Every `.entry` the embedded PTX defines.
@@ -531,6 +562,7 @@ mod tests {
         "noop(precision=1)",
         "ste_heaviside(unipolar=true)",
         "ede(progress=0.5)",
+        "progressive_sign(temperature=0.5)",
         "ste_sign(scale=first_axis)",
         "approx_sign(scale=first_axis)",
         "swish_sign(scale=first_axis)",
@@ -542,10 +574,10 @@ mod tests {
         for spec in SPECS {
             for dir in [Direction::Forward, Direction::Backward] {
                 for dtype in [DType::F32, DType::F16, DType::BF16] {
-                    for step in plan(&q(spec), dir, dtype, 1000, 10, 100, BUFS) {
+                    for step in plan(&op(spec, dtype), dir, 1000, 10, 100, BUFS).iter() {
                         if let Step::Launch { kernel, .. } = step {
                             assert!(
-                                entries.contains(&kernel),
+                                entries.iter().any(|e| e == kernel.name()),
                                 "{spec}: no kernel {kernel} in the PTX"
                             );
                         }
@@ -558,9 +590,8 @@ mod tests {
     #[test]
     fn elementwise_arguments_follow_the_kernel_signature() {
         let steps = plan(
-            &q("ste_sign(clip_value=0.3)"),
+            &op("ste_sign(clip_value=0.3)", DType::F16),
             Direction::Backward,
-            DType::F16,
             5000,
             5000,
             1,
@@ -577,7 +608,7 @@ mod tests {
         else {
             panic!("{steps:?}")
         };
-        assert_eq!(kernel, "ste_sign_bwd_f16");
+        assert_eq!(kernel.name(), "ste_sign_bwd_f16");
         // 8 halves per thread, 256 threads: 2048 per block.
         assert_eq!((*grid, *block), (3, 256));
         let Arg::Elementwise(p) = args[0] else {
@@ -596,11 +627,18 @@ mod tests {
     #[test]
     fn reductions_run_before_the_elementwise_kernel_and_feed_it() {
         let q = q("magnitude_aware_sign");
-        let steps = plan(&q, Direction::Forward, DType::F32, 64 * 100, 64, 64, BUFS);
+        let steps = plan(
+            &op_of(&q, DType::F32),
+            Direction::Forward,
+            64 * 100,
+            64,
+            64,
+            BUFS,
+        );
         let names: Vec<_> = steps
             .iter()
             .map(|s| match s {
-                Step::Launch { kernel, grid, .. } => (kernel.as_str(), *grid),
+                Step::Launch { kernel, grid, .. } => (kernel.name(), *grid),
                 Step::Copy { .. } => ("copy", 0),
             })
             .collect();
@@ -612,7 +650,7 @@ mod tests {
                 ("magnitude_aware_sign_fwd_f32", 7)
             ]
         );
-        let lay = layout(&q, Direction::Forward, 6400, 64, 64);
+        let lay = layout(&op_of(&q, DType::F32), Direction::Forward, 6400, 64, 64);
         let Step::Launch { args, .. } = &steps[2] else {
             panic!()
         };
@@ -630,19 +668,29 @@ mod tests {
         let mas = q("magnitude_aware_sign");
         for dir in [Direction::Forward, Direction::Backward] {
             // [0, 1 << 62]: no elements, so no scratch for its channels.
-            assert_eq!(layout(&mas, dir, 0, 1 << 62, 0).bytes, 0);
+            assert_eq!(
+                layout(&op_of(&mas, DType::F32), dir, 0, 1 << 62, 0).bytes,
+                0
+            );
             // [usize::MAX] (no buffer has been seen yet): the size saturates
             // where it would wrap round to a small workspace.
             assert_eq!(
-                layout(&mas, dir, usize::MAX, usize::MAX, 1).bytes,
+                layout(&op_of(&mas, DType::F32), dir, usize::MAX, usize::MAX, 1).bytes,
                 usize::MAX
             );
             let rsign = q("rsign");
-            assert_eq!(layout(&rsign, dir, 0, 1 << 62, 0).bytes, 0);
+            assert_eq!(call_layout(&rsign, dir, 0, 1 << 62, 0).bytes, 0);
         }
         let rows = q("ste_sign(scale=first_axis)");
         assert_eq!(
-            layout(&rows, Direction::Forward, usize::MAX, 1, 1).bytes,
+            layout(
+                &op_of(&rows, DType::F32),
+                Direction::Forward,
+                usize::MAX,
+                1,
+                1
+            )
+            .bytes,
             usize::MAX
         );
         assert_eq!(
@@ -655,22 +703,40 @@ mod tests {
     fn twn_reduces_only_in_the_forward_pass() {
         let q = q("ste_tern(ternary_weight_networks=true)");
         assert_eq!(
-            plan(&q, Direction::Forward, DType::BF16, 10, 10, 10, BUFS).len(),
+            plan(
+                &op_of(&q, DType::BF16),
+                Direction::Forward,
+                10,
+                10,
+                10,
+                BUFS
+            )
+            .len(),
             3
         );
         assert_eq!(
-            plan(&q, Direction::Backward, DType::BF16, 10, 10, 10, BUFS).len(),
+            plan(
+                &op_of(&q, DType::BF16),
+                Direction::Backward,
+                10,
+                10,
+                10,
+                BUFS
+            )
+            .len(),
             1
         );
-        assert_eq!(layout(&q, Direction::Backward, 10, 10, 10).bytes, 0);
+        assert_eq!(
+            layout(&op_of(&q, DType::F32), Direction::Backward, 10, 10, 10).bytes,
+            0
+        );
     }
 
     #[test]
     fn noop_copies_and_empty_tensors_launch_nothing() {
         let steps = plan(
-            &q("noop(precision=1)"),
+            &op("noop(precision=1)", DType::F32),
             Direction::Backward,
-            DType::F32,
             10,
             10,
             1,
@@ -685,7 +751,7 @@ mod tests {
             }]
         ));
         for spec in SPECS {
-            assert!(plan(&q(spec), Direction::Forward, DType::F32, 0, 0, 0, BUFS).is_empty());
+            assert!(plan(&op(spec, DType::F32), Direction::Forward, 0, 0, 0, BUFS).is_empty());
         }
     }
 
@@ -693,9 +759,9 @@ mod tests {
     fn scaled_signs_reduce_rows_into_the_workspace_then_read_them() {
         // 4 output channels of 3×5 weights: row_mean_abs writes 4 scales.
         let q = q("approx_sign(scale=first_axis)");
-        let lay = layout(&q, Direction::Backward, 60, 5, 15);
+        let lay = layout(&op_of(&q, DType::F32), Direction::Backward, 60, 5, 15);
         assert_eq!((lay.reduced, lay.bytes), (0, 16));
-        let steps = plan(&q, Direction::Backward, DType::F32, 60, 5, 15, BUFS);
+        let steps = plan(&op_of(&q, DType::F32), Direction::Backward, 60, 5, 15, BUFS);
         let [
             Step::Launch {
                 kernel: reduce,
@@ -711,13 +777,13 @@ mod tests {
         else {
             panic!("{steps:?}")
         };
-        assert_eq!(reduce, "row_mean_abs_f32");
+        assert_eq!(reduce.name(), "row_mean_abs_f32");
         let Arg::Reduce(r) = reduce_args[0] else {
             panic!("{reduce_args:?}")
         };
         assert_eq!((r.len, r.rows), (60, 4));
         assert!(matches!(reduce_args[2], Arg::Ptr(0x4000)));
-        assert_eq!(elementwise, "approx_sign_scaled_bwd_f32");
+        assert_eq!(elementwise.name(), "approx_sign_scaled_bwd_f32");
         let Arg::Elementwise(p) = args[0] else {
             panic!("{args:?}")
         };
@@ -727,7 +793,7 @@ mod tests {
     #[test]
     fn ede_and_unipolar_parameters_reach_the_kernel() {
         let params = |spec: &str| {
-            let steps = plan(&q(spec), Direction::Backward, DType::F32, 8, 8, 1, BUFS);
+            let steps = plan(&op(spec, DType::F32), Direction::Backward, 8, 8, 1, BUFS);
             match &steps[..] {
                 [Step::Launch { args, .. }] => match args[0] {
                     Arg::Elementwise(p) => p,
@@ -751,7 +817,7 @@ mod tests {
         workspace: 0x4000,
     };
 
-    fn launches(steps: &[Step]) -> Vec<(&str, u32, u32)> {
+    fn launches(steps: &[Step]) -> Vec<(&'static str, u32, u32)> {
         steps
             .iter()
             .map(|s| match s {
@@ -760,7 +826,7 @@ mod tests {
                     grid,
                     block,
                     ..
-                } => (kernel.as_str(), *grid, *block),
+                } => (kernel.name(), *grid, *block),
                 Step::Copy { .. } => ("copy", 0, 0),
             })
             .collect()
@@ -853,10 +919,13 @@ mod tests {
             let want = groups * channels * 8;
             assert_eq!(rsign_layout(Direction::Backward, len, channels).bytes, want);
             assert_eq!(
-                layout(&q, Direction::Backward, len, channels, 1).bytes,
+                call_layout(&q, Direction::Backward, len, channels, 1).bytes,
                 want
             );
-            assert_eq!(layout(&q, Direction::Forward, len, channels, 1).bytes, 0);
+            assert_eq!(
+                call_layout(&q, Direction::Forward, len, channels, 1).bytes,
+                0
+            );
         }
         assert_eq!(rsign_layout(Direction::Backward, 0, 0).bytes, 0);
     }
