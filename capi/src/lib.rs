@@ -1,5 +1,5 @@
-//! The C ABI (`include/lowbit.h`), for PyTorch extensions and other C/C++
-//! training stacks.
+//! The C ABI (`capi/include/lowbit.h`), for PyTorch extensions and other
+//! C/C++ training stacks: `liblowbit.so` and `liblowbit.a`.
 //!
 //! Every function returns a [`lowbit_status`]; on failure the message is in
 //! [`lowbit_last_error`] (per thread). Nothing panics across the boundary:
@@ -12,10 +12,7 @@ use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::element::Element;
-use crate::error::Error;
-use crate::quantizer::Quantizer;
-use crate::{bf16, f16};
+use lowbit::{Element, Error, Quantizer, bf16, f16, ffi};
 
 /// Status codes; `LOWBIT_OK` is 0.
 #[repr(C)]
@@ -217,7 +214,7 @@ unsafe fn shape<'a>(
     }
     // SAFETY: the caller passes `ndim` sizes.
     let s = unsafe { std::slice::from_raw_parts(shape, ndim) };
-    let (n, _) = crate::api::check_shape(s, &[]).map_err(fail)?;
+    let (n, _) = ffi::check_shape(s).map_err(fail)?;
     Ok((s, n))
 }
 
@@ -381,7 +378,7 @@ pub unsafe extern "C" fn lowbit_backward(
 /// The device entry points: device pointers and a `CUstream` as `void*`.
 mod device {
     use super::*;
-    use crate::element::DType;
+    use lowbit::DType;
 
     fn dtype_of(dtype: u32) -> Outcome<DType> {
         match dtype {
@@ -399,13 +396,13 @@ mod device {
     }
 
     #[cfg(lowbit_cuda)]
-    use crate::cuda::registry::on_stream;
+    use lowbit::ffi::on_stream;
 
     #[cfg(lowbit_cuda)]
     pub(super) unsafe fn reserve(q: &Quantizer, s: &[usize], stream: *mut c_void) -> Outcome<()> {
         let need = [false, true]
             .iter()
-            .map(|&backward| crate::cuda::Cuda::workspace_bytes(q, s, backward))
+            .map(|&backward| lowbit::cuda::Cuda::workspace_bytes(q, s, backward))
             .try_fold(0, |m, b| b.map(|b| m.max(b)))
             .map_err(fail)?;
         // SAFETY: the caller's stream; no pointer to find a device by.
@@ -435,7 +432,7 @@ mod device {
         stream: *mut c_void,
     ) -> Outcome<()> {
         let dtype = dtype_of(dtype)?;
-        let need = crate::cuda::Cuda::workspace_bytes(q, s, dy.is_some()).map_err(fail)?;
+        let need = lowbit::cuda::Cuda::workspace_bytes(q, s, dy.is_some()).map_err(fail)?;
         let stream = stream.cast();
         // SAFETY: the caller vouches for the device pointers and the stream.
         unsafe {
@@ -466,7 +463,7 @@ mod device {
         match pass {
             MaskPass::Forward { x } => {
                 // The masked forward needs the plain forward's workspace.
-                let need = crate::cuda::Cuda::workspace_bytes(q, s, false).map_err(fail)?;
+                let need = lowbit::cuda::Cuda::workspace_bytes(q, s, false).map_err(fail)?;
                 // SAFETY: the caller vouches for the pointers and the stream.
                 unsafe {
                     on_stream(cs, x as u64, need, |cuda, ws, cs| {
@@ -512,7 +509,7 @@ mod device {
             }
             .map_err(fail),
             Some((dy, dalpha)) => {
-                let need = crate::cuda::Cuda::workspace_bytes(q, s, true).map_err(fail)?;
+                let need = lowbit::cuda::Cuda::workspace_bytes(q, s, true).map_err(fail)?;
                 // SAFETY: as above.
                 unsafe {
                     on_stream(cs, x, need, |cuda, ws, cs| {
@@ -597,7 +594,7 @@ unsafe fn on_device(
         }
         device::check_tensor(dtype, n)?;
         // Before the device is opened: the answer does not depend on it.
-        crate::api::check_plain(q).map_err(fail)?;
+        ffi::check_plain(q).map_err(fail)?;
         let dy = dy.map(|p| p as u64);
         // SAFETY: forwarded from the caller's contract.
         unsafe { device::call(q, dtype, x as u64, dy, out as u64, s, stream) }
@@ -662,7 +659,7 @@ pub unsafe extern "C" fn lowbit_reserve_workspace_device(
 /// Words (`uint32_t`) of the 1-bit mask of a tensor of `len` elements.
 #[unsafe(no_mangle)]
 pub extern "C" fn lowbit_mask_words(len: usize) -> usize {
-    crate::mask_words(len)
+    lowbit::mask_words(len)
 }
 
 /// Elements of the scale a masked forward saves beside the mask for a
@@ -703,7 +700,7 @@ unsafe fn host_mask(
     ndim: usize,
 ) -> lowbit_status {
     let body = |q: &Quantizer, s: &[usize], n: usize| {
-        let (words, scale_len) = (crate::mask_words(n), q.saved_scale_len(s).map_err(fail)?);
+        let (words, scale_len) = (lowbit::mask_words(n), q.saved_scale_len(s).map_err(fail)?);
         with_dtype!(dtype, T => {
             // SAFETY: the caller passes buffers of these lengths, the
             // outputs not overlapping the inputs.
@@ -795,7 +792,7 @@ unsafe fn device_mask(
         }
         device::check_tensor(dtype, n)?;
         // Before the device is opened: the answers do not depend on it.
-        crate::mask::check_maskable(q).map_err(fail)?;
+        ffi::check_maskable(q).map_err(fail)?;
         if q.saved_scale_len(s).map_err(fail)? > 0 && b.scale.is_null() {
             return Err(null("scale"));
         }
@@ -872,7 +869,7 @@ unsafe fn host_thresholds(
     ndim: usize,
 ) -> lowbit_status {
     let body = |q: &Quantizer, s: &[usize], n: usize| {
-        let (_, c) = crate::api::check_shape(s, &[]).map_err(fail)?;
+        let (_, c) = ffi::check_shape(s).map_err(fail)?;
         with_dtype!(dtype, T => {
             // SAFETY: the caller passes `n` elements of T at x, dy and the
             // output and `c` at alpha and dalpha, outputs not overlapping
@@ -905,7 +902,7 @@ unsafe fn device_thresholds(
 ) -> lowbit_status {
     let body = |q: &Quantizer, s: &[usize], n: usize| {
         // Before the device is opened: the answers do not depend on it.
-        let (_, c) = crate::api::check_thresholds(q, s, &[], &[]).map_err(fail)?;
+        let (_, c) = ffi::check_thresholds(q, s).map_err(fail)?;
         let dy_null = b.grad.is_some_and(|(dy, _)| dy.is_null());
         if n > 0 && (b.x.is_null() || b.out.is_null() || dy_null) {
             return Err(null("a device pointer"));
