@@ -5,6 +5,13 @@
 //! [`lowbit_last_error`] (per thread). Nothing panics across the boundary:
 //! each body runs under `catch_unwind`, and a panic, which would be a lowbit
 //! bug, becomes `LOWBIT_ERR_INTERNAL`.
+//!
+//! A call on a tensor is its [`Buffers`] and where they live ([`Memory`])
+//! handed to [`run`], so that the handle, the shape, the dtype, every
+//! pointer and every size are checked in one place, in the same order for
+//! every call, before anything is read. The process-wide CUDA state (one
+//! set of kernels per context, one workspace per stream) is lowbit's
+//! `cuda/registry.rs`, reached through `lowbit::ffi::on_stream`.
 
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 
@@ -12,7 +19,7 @@ use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use lowbit::{Element, Error, Quantizer, bf16, f16, ffi};
+use lowbit::{DType, Element, Error, Quantizer, bf16, f16, ffi};
 
 /// Status codes; `LOWBIT_OK` is 0.
 #[repr(C)]
@@ -195,56 +202,129 @@ pub unsafe extern "C" fn lowbit_quantizer_spec(
     })
 }
 
-/// The shape as a slice, and its element count.
-unsafe fn shape<'a>(
-    shape: *const usize,
-    ndim: usize,
-) -> Result<(&'a [usize], usize), (lowbit_status, String)> {
-    if ndim == 0 {
-        return Ok((&[], 1));
-    }
-    if ndim > LOWBIT_MAX_NDIM {
-        return Err((
-            LOWBIT_ERR_SHAPE,
-            format!("ndim is {ndim}, more than LOWBIT_MAX_NDIM ({LOWBIT_MAX_NDIM})"),
-        ));
-    }
-    if shape.is_null() {
-        return Err(null("shape"));
-    }
-    // SAFETY: the caller passes `ndim` sizes.
-    let s = unsafe { std::slice::from_raw_parts(shape, ndim) };
-    let (n, _) = ffi::check_shape(s).map_err(fail)?;
-    Ok((s, n))
-}
-
-/// Runs `body` under [`guard`] with the handle's quantizer, the shape and
-/// its element count: the preamble of every call on a tensor.
-///
-/// # Safety
-/// `q` is null or a live handle; `shape` is null or holds `ndim` sizes.
-unsafe fn tensor_call(
-    q: *const lowbit_quantizer,
-    shape_ptr: *const usize,
-    ndim: usize,
-    body: impl FnOnce(&Quantizer, &[usize], usize) -> Outcome<()>,
-) -> lowbit_status {
-    guard(|| {
-        // SAFETY: a live handle, or null.
-        let q = unsafe { handle(q) }?;
-        // SAFETY: forwarded from the caller's contract.
-        let (s, n) = unsafe { shape(shape_ptr, ndim) }?;
-        body(q, s, n)
-    })
-}
-
 /// The quantizer behind a handle.
 ///
 /// # Safety
 /// `q` is null or a live handle from `lowbit_quantizer_new`.
-unsafe fn handle<'a>(q: *const lowbit_quantizer) -> Result<&'a Quantizer, (lowbit_status, String)> {
+unsafe fn handle<'a>(q: *const lowbit_quantizer) -> Outcome<&'a Quantizer> {
     // SAFETY: the caller's contract.
     unsafe { q.as_ref() }.map(|h| &h.0).ok_or_else(|| null("q"))
+}
+
+/// A shape the caller passed, checked: its sizes, element count and channel
+/// count (the last axis).
+#[derive(Clone, Copy)]
+struct Shape<'a> {
+    dims: &'a [usize],
+    len: usize,
+    channels: usize,
+}
+
+/// # Safety
+/// `shape` is null or holds `ndim` sizes; it is read only once `ndim` is
+/// known to be at most `LOWBIT_MAX_NDIM`.
+unsafe fn shape<'a>(shape: *const usize, ndim: usize) -> Outcome<Shape<'a>> {
+    let dims = match ndim {
+        0 => &[],
+        n if n > LOWBIT_MAX_NDIM => {
+            return Err((
+                LOWBIT_ERR_SHAPE,
+                format!("ndim is {ndim}, more than LOWBIT_MAX_NDIM ({LOWBIT_MAX_NDIM})"),
+            ));
+        }
+        _ if shape.is_null() => return Err(null("shape")),
+        // SAFETY: the caller passes `ndim` sizes.
+        _ => unsafe { std::slice::from_raw_parts(shape, ndim) },
+    };
+    let (len, channels) = ffi::check_shape(dims).map_err(fail)?;
+    Ok(Shape {
+        dims,
+        len,
+        channels,
+    })
+}
+
+/// The preamble of every call on a tensor: runs `body` under [`guard`]
+/// with the handle's quantizer and the checked shape.
+///
+/// # Safety
+/// `q` is null or a live handle; `shape_ptr` is null or holds `ndim` sizes.
+unsafe fn tensor_call(
+    q: *const lowbit_quantizer,
+    shape_ptr: *const usize,
+    ndim: usize,
+    body: impl FnOnce(&Quantizer, Shape) -> Outcome<()>,
+) -> lowbit_status {
+    guard(|| {
+        // SAFETY: forwarded from the caller's contract.
+        let (q, s) = unsafe { (handle(q)?, shape(shape_ptr, ndim)?) };
+        body(q, s)
+    })
+}
+
+/// Where a call's buffers live.
+#[derive(Clone, Copy)]
+enum Memory {
+    Host,
+    /// Device memory, the work enqueued on this `CUstream` (null: the
+    /// legacy default stream).
+    Device(*mut c_void),
+}
+use Memory::{Device, Host};
+
+/// The buffers of a call on a tensor, as the caller passed them: each holds
+/// the shape's element count of the dtype, except `alpha` and `dalpha` (one
+/// per channel), the mask (`lowbit_mask_words` words) and the scale
+/// (`lowbit_saved_scale_len` elements).
+#[derive(Clone, Copy)]
+enum Buffers {
+    /// `forward` (`x`, no `dy`, `y`) and `backward` (`x`, `dy`, `dx`).
+    Plain(*const c_void, Option<*const c_void>, *mut c_void),
+    /// `forward_with_mask`: `x`, `y`, the mask and the scale.
+    SaveMask(*const c_void, *mut c_void, *mut u32, *mut c_void),
+    /// `backward_from_mask`: the mask, the scale, `dy` and `dx`.
+    FromMask(*const u32, *const c_void, *const c_void, *mut c_void),
+    /// `rsign`'s calls: `x`, `alpha`, `y` or `dx`, and for the backward
+    /// pass `dy` and `dalpha`.
+    Thresholds(
+        *const c_void,
+        *const c_void,
+        *mut c_void,
+        Option<(*const c_void, *mut c_void)>,
+    ),
+}
+use Buffers::*;
+
+/// Every call on a tensor: the preamble, then the call `b` describes.
+///
+/// # Safety
+/// The header's contract: `q` null or a live handle, `shape` null or
+/// holding `ndim` sizes, and each buffer in `b` null or holding its
+/// elements, outputs not overlapping inputs.
+unsafe fn run(
+    q: *const lowbit_quantizer,
+    dtype: u32,
+    shape: *const usize,
+    ndim: usize,
+    memory: Memory,
+    b: Buffers,
+) -> lowbit_status {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        tensor_call(q, shape, ndim, |q, s| match memory {
+            Host => on_host(q, dtype, b, s),
+            Device(stream) => on_device(q, dtype, b, s, stream),
+        })
+    }
+}
+
+fn dtype_of(dtype: u32) -> Outcome<DType> {
+    match dtype {
+        LOWBIT_F32 => Ok(DType::F32),
+        LOWBIT_F16 => Ok(DType::F16),
+        LOWBIT_BF16 => Ok(DType::BF16),
+        _ => Err((LOWBIT_ERR_SHAPE, format!("unknown dtype {dtype}"))),
+    }
 }
 
 /// Refuses `n` elements of `size` bytes that no buffer can hold: more than
@@ -288,61 +368,232 @@ unsafe fn slice_mut<'a, T>(p: *mut c_void, n: usize, what: &str) -> Outcome<&'a 
     }
 }
 
-/// Runs `$body` with `$t` the element type `$dtype` names.
-macro_rules! with_dtype {
-    ($dtype:expr, $t:ident => $body:expr) => {
-        match $dtype {
-            LOWBIT_F32 => {
-                type $t = f32;
-                $body
-            }
-            LOWBIT_F16 => {
-                type $t = f16;
-                $body
-            }
-            LOWBIT_BF16 => {
-                type $t = bf16;
-                $body
-            }
-            d => Err((LOWBIT_ERR_SHAPE, format!("unknown dtype {d}"))),
+/// # Safety
+/// As [`run`]'s, for host memory.
+unsafe fn on_host(q: &Quantizer, dtype: u32, b: Buffers, s: Shape) -> Outcome<()> {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        match dtype_of(dtype)? {
+            DType::F32 => host::<f32>(q, b, s),
+            DType::F16 => host::<f16>(q, b, s),
+            DType::BF16 => host::<bf16>(q, b, s),
         }
-    };
+    }
 }
 
-unsafe fn host_call<T: Element>(
-    q: &Quantizer,
-    x: *const c_void,
-    dy: Option<*const c_void>,
-    out: *mut c_void,
-    shape: &[usize],
-    n: usize,
-) -> Outcome<()> {
-    // SAFETY (all three): the caller passes `n` elements of T at each
-    // pointer, the output not overlapping the inputs.
-    let x = unsafe { slice::<T>(x, n, "x") }?;
-    let out = unsafe { slice_mut::<T>(out, n, "out") }?;
-    match dy {
-        None => q.forward(x, shape, out),
-        Some(dy) => q.backward(x, unsafe { slice::<T>(dy, n, "dy") }?, shape, out),
+/// # Safety
+/// As [`run`]'s, for host memory holding elements of `T`.
+unsafe fn host<T: Element>(q: &Quantizer, b: Buffers, s: Shape) -> Outcome<()> {
+    let Shape {
+        dims,
+        len: n,
+        channels: c,
+    } = s;
+    let scale_len = || q.saved_scale_len(dims).map_err(fail);
+    // SAFETY (every slice): the caller passes buffers of these lengths, the
+    // outputs not overlapping the inputs.
+    unsafe {
+        match b {
+            Plain(x, dy, out) => {
+                let x = slice::<T>(x, n, "x")?;
+                let out = slice_mut::<T>(out, n, "out")?;
+                match dy {
+                    None => q.forward(x, dims, out),
+                    Some(dy) => q.backward(x, slice::<T>(dy, n, "dy")?, dims, out),
+                }
+            }
+            SaveMask(x, y, mask, scale) => {
+                let scale_len = scale_len()?;
+                let out = slice_mut::<T>(y, n, "out")?;
+                let x = slice::<T>(x, n, "x")?;
+                let mask = slice_mut::<u32>(mask.cast(), lowbit::mask_words(n), "mask")?;
+                let scale = slice_mut::<T>(scale, scale_len, "scale")?;
+                q.forward_with_mask(x, dims, out, mask, scale)
+            }
+            FromMask(mask, scale, dy, dx) => {
+                let scale_len = scale_len()?;
+                let out = slice_mut::<T>(dx, n, "out")?;
+                let dy = slice::<T>(dy, n, "dy")?;
+                let mask = slice::<u32>(mask.cast(), lowbit::mask_words(n), "mask")?;
+                let scale = slice::<T>(scale, scale_len, "scale")?;
+                q.backward_from_mask(mask, scale, dy, dims, out)
+            }
+            Thresholds(x, alpha, out, grad) => {
+                let x = slice::<T>(x, n, "x")?;
+                let alpha = slice::<T>(alpha, c, "alpha")?;
+                let out = slice_mut::<T>(out, n, "out")?;
+                match grad {
+                    None => q.forward_with_thresholds(x, alpha, dims, out),
+                    Some((dy, dalpha)) => {
+                        let dy = slice::<T>(dy, n, "dy")?;
+                        let dalpha = slice_mut::<T>(dalpha, c, "dalpha")?;
+                        q.backward_with_thresholds(x, alpha, dy, dims, out, dalpha)
+                    }
+                }
+            }
+        }
     }
     .map_err(fail)
 }
 
-unsafe fn host(
-    q: *const lowbit_quantizer,
+/// The checks of a device call, none of which reads a device pointer or
+/// opens the device (the answers do not depend on it), then its launch.
+///
+/// # Safety
+/// As [`run`]'s, for device memory and a live stream (or null).
+unsafe fn on_device(
+    q: &Quantizer,
     dtype: u32,
-    x: *const c_void,
-    dy: Option<*const c_void>,
-    out: *mut c_void,
-    shape_ptr: *const usize,
-    ndim: usize,
-) -> lowbit_status {
-    let body = |q: &Quantizer, s: &[usize], n: usize| {
-        // SAFETY: forwarded from the caller's contract.
-        with_dtype!(dtype, T => unsafe { host_call::<T>(q, x, dy, out, s, n) })
-    };
+    b: Buffers,
+    s: Shape,
+    stream: *mut c_void,
+) -> Outcome<()> {
+    let (n, c) = (s.len, s.channels);
+    let device_null = || Err(null("a device pointer"));
+    let masked =
+        |input: *const c_void, out: *mut c_void, mask: *const u32, scale: *const c_void| {
+            if n > 0 && (input.is_null() || out.is_null() || mask.is_null()) {
+                return device_null();
+            }
+            check_bytes(n, dtype_of(dtype)?.size(), "the tensor")?;
+            ffi::check_maskable(q).map_err(fail)?;
+            if q.saved_scale_len(s.dims).map_err(fail)? > 0 && scale.is_null() {
+                return Err(null("scale"));
+            }
+            Ok(())
+        };
+    match b {
+        Plain(x, dy, out) => {
+            if n > 0 && (x.is_null() || out.is_null() || dy.is_some_and(|p| p.is_null())) {
+                return device_null();
+            }
+            check_bytes(n, dtype_of(dtype)?.size(), "the tensor")?;
+            ffi::check_plain(q).map_err(fail)?;
+        }
+        SaveMask(x, y, mask, scale) => masked(x, y, mask, scale)?,
+        FromMask(mask, scale, dy, dx) => masked(dy, dx, mask, scale)?,
+        Thresholds(x, alpha, out, grad) => {
+            ffi::check_thresholds(q, s.dims).map_err(fail)?;
+            let (dy, dalpha) = grad.unzip();
+            if n > 0 && (x.is_null() || out.is_null() || dy.is_some_and(|p| p.is_null())) {
+                return device_null();
+            }
+            if c > 0 && (alpha.is_null() || dalpha.is_some_and(|p| p.is_null())) {
+                return device_null();
+            }
+            check_bytes(n, dtype_of(dtype)?.size(), "the tensor")?;
+        }
+    }
     // SAFETY: forwarded from the caller's contract.
-    unsafe { tensor_call(q, shape_ptr, ndim, body) }
+    unsafe { device::launch(q, dtype_of(dtype)?, b, s.dims, stream) }.map_err(fail)
+}
+
+/// The launches, each on the workspace of its stream (lowbit's registry).
+#[cfg(lowbit_cuda)]
+mod device {
+    use super::*;
+    use lowbit::cuda::Cuda;
+
+    /// # Safety
+    /// The caller vouches for the device pointers in `b` and the stream.
+    pub(super) unsafe fn launch(
+        q: &Quantizer,
+        dtype: DType,
+        b: Buffers,
+        s: &[usize],
+        stream: *mut c_void,
+    ) -> lowbit::Result<()> {
+        let p = |ptr: *const c_void| ptr as u64;
+        let cs = stream.cast();
+        // SAFETY (every launch): the caller's contract.
+        unsafe {
+            match b {
+                Plain(x, dy, out) => {
+                    let need = Cuda::workspace_bytes(q, s, dy.is_some())?;
+                    ffi::on_stream(cs, p(x), need, |cuda, ws, cs| match dy {
+                        None => cuda.forward_raw(q, dtype, cs, p(x), s, p(out), ws),
+                        Some(dy) => cuda.backward_raw(q, dtype, cs, p(x), p(dy), s, p(out), ws),
+                    })
+                }
+                SaveMask(x, y, mask, scale) => {
+                    // The masked forward needs the plain forward's workspace.
+                    let need = Cuda::workspace_bytes(q, s, false)?;
+                    let (mask, scale) = (mask as u64, p(scale));
+                    ffi::on_stream(cs, p(x), need, |cuda, ws, cs| {
+                        cuda.forward_with_mask_raw(q, dtype, cs, p(x), s, p(y), mask, scale, ws)
+                    })
+                }
+                FromMask(mask, scale, dy, dx) => {
+                    let (mask, scale) = (mask as u64, p(scale));
+                    ffi::on_stream(cs, p(dy), 0, |cuda, _, cs| {
+                        cuda.backward_from_mask_raw(q, dtype, cs, mask, scale, p(dy), s, p(dx))
+                    })
+                }
+                Thresholds(x, alpha, out, grad) => {
+                    let need = match grad {
+                        None => 0,
+                        Some(_) => Cuda::workspace_bytes(q, s, true)?,
+                    };
+                    let (x, alpha, out) = (p(x), p(alpha), p(out));
+                    ffi::on_stream(cs, x, need, |cuda, ws, cs| match grad {
+                        None => cuda.forward_with_thresholds_raw(q, dtype, cs, x, alpha, s, out),
+                        Some((dy, da)) => cuda.backward_with_thresholds_raw(
+                            q,
+                            dtype,
+                            cs,
+                            x,
+                            alpha,
+                            p(dy),
+                            s,
+                            out,
+                            p(da),
+                            ws,
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Grows `stream`'s workspace to what forward and backward calls need.
+    ///
+    /// # Safety
+    /// `stream` is a live stream (or null).
+    pub(super) unsafe fn reserve(
+        q: &Quantizer,
+        s: &[usize],
+        stream: *mut c_void,
+    ) -> lowbit::Result<()> {
+        let need = Cuda::workspace_bytes(q, s, false)?.max(Cuda::workspace_bytes(q, s, true)?);
+        // SAFETY: the caller's stream; no pointer to find a device by.
+        unsafe { ffi::on_stream(stream.cast(), 0, need, |_, _, _| Ok(())) }
+    }
+}
+
+/// Without kernels every device call that passes its checks is refused.
+#[cfg(not(lowbit_cuda))]
+mod device {
+    use super::*;
+
+    fn unavailable() -> lowbit::Result<()> {
+        Err(Error::CudaUnavailable(
+            "lowbit was built without CUDA kernels (no CUDA compiler at build time)".into(),
+        ))
+    }
+
+    pub(super) unsafe fn launch(
+        _: &Quantizer,
+        _: DType,
+        _: Buffers,
+        _: &[usize],
+        _: *mut c_void,
+    ) -> lowbit::Result<()> {
+        unavailable()
+    }
+
+    pub(super) unsafe fn reserve(_: &Quantizer, _: &[usize], _: *mut c_void) -> lowbit::Result<()> {
+        unavailable()
+    }
 }
 
 /// `y = q(x)` on host memory: `x` and `y` hold the shape's element count of
@@ -356,8 +607,8 @@ pub unsafe extern "C" fn lowbit_forward(
     shape: *const usize,
     ndim: usize,
 ) -> lowbit_status {
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { host(q, dtype, x, None, y, shape, ndim) }
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Host, Plain(x, None, y)) }
 }
 
 /// `dx = dq/dx · dy` on host memory.
@@ -371,236 +622,9 @@ pub unsafe extern "C" fn lowbit_backward(
     shape: *const usize,
     ndim: usize,
 ) -> lowbit_status {
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { host(q, dtype, x, Some(dy), dx, shape, ndim) }
-}
-
-/// The device entry points: device pointers and a `CUstream` as `void*`.
-mod device {
-    use super::*;
-    use lowbit::DType;
-
-    fn dtype_of(dtype: u32) -> Outcome<DType> {
-        match dtype {
-            LOWBIT_F32 => Ok(DType::F32),
-            LOWBIT_F16 => Ok(DType::F16),
-            LOWBIT_BF16 => Ok(DType::BF16),
-            _ => Err((LOWBIT_ERR_SHAPE, format!("unknown dtype {dtype}"))),
-        }
-    }
-
-    /// Refuses a device tensor of `n` elements of `dtype` that no buffer
-    /// can hold, as [`slice`] does on the host.
-    pub(super) fn check_tensor(dtype: u32, n: usize) -> Outcome<()> {
-        check_bytes(n, dtype_of(dtype)?.size(), "the tensor")
-    }
-
-    #[cfg(lowbit_cuda)]
-    use lowbit::ffi::on_stream;
-
-    #[cfg(lowbit_cuda)]
-    pub(super) unsafe fn reserve(q: &Quantizer, s: &[usize], stream: *mut c_void) -> Outcome<()> {
-        let need = [false, true]
-            .iter()
-            .map(|&backward| lowbit::cuda::Cuda::workspace_bytes(q, s, backward))
-            .try_fold(0, |m, b| b.map(|b| m.max(b)))
-            .map_err(fail)?;
-        // SAFETY: the caller's stream; no pointer to find a device by.
-        unsafe { on_stream(stream.cast(), 0, need, |_, _, _| Ok(())) }.map_err(fail)
-    }
-
-    #[cfg(not(lowbit_cuda))]
-    pub(super) unsafe fn reserve(_: &Quantizer, _: &[usize], _: *mut c_void) -> Outcome<()> {
-        Err(unavailable())
-    }
-
-    #[cfg(not(lowbit_cuda))]
-    fn unavailable() -> (lowbit_status, String) {
-        fail(Error::CudaUnavailable(
-            "lowbit was built without CUDA kernels (no CUDA compiler at build time)".into(),
-        ))
-    }
-
-    #[cfg(lowbit_cuda)]
-    pub(super) unsafe fn call(
-        q: &Quantizer,
-        dtype: u32,
-        x: u64,
-        dy: Option<u64>,
-        out: u64,
-        s: &[usize],
-        stream: *mut c_void,
-    ) -> Outcome<()> {
-        let dtype = dtype_of(dtype)?;
-        let need = lowbit::cuda::Cuda::workspace_bytes(q, s, dy.is_some()).map_err(fail)?;
-        let stream = stream.cast();
-        // SAFETY: the caller vouches for the device pointers and the stream.
-        unsafe {
-            on_stream(stream, x, need, |cuda, ws, stream| match dy {
-                None => cuda.forward_raw(q, dtype, stream, x, s, out, ws),
-                Some(dy) => cuda.backward_raw(q, dtype, stream, x, dy, s, out, ws),
-            })
-        }
-        .map_err(fail)
-    }
-
-    /// `forward_with_mask_raw` (`x` is `Some`) or `backward_from_mask_raw`
-    /// (`dy` is `Some`); `out` is `y` or `dx`.
-    #[cfg(lowbit_cuda)]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn call_mask(
-        q: &Quantizer,
-        dtype: u32,
-        pass: MaskPass,
-        mask: u64,
-        scale: u64,
-        out: u64,
-        s: &[usize],
-        stream: *mut c_void,
-    ) -> Outcome<()> {
-        let dtype = dtype_of(dtype)?;
-        let cs = stream.cast();
-        match pass {
-            MaskPass::Forward { x } => {
-                // The masked forward needs the plain forward's workspace.
-                let need = lowbit::cuda::Cuda::workspace_bytes(q, s, false).map_err(fail)?;
-                // SAFETY: the caller vouches for the pointers and the stream.
-                unsafe {
-                    on_stream(cs, x as u64, need, |cuda, ws, cs| {
-                        cuda.forward_with_mask_raw(q, dtype, cs, x as u64, s, out, mask, scale, ws)
-                    })
-                }
-                .map_err(fail)
-            }
-            MaskPass::Backward { dy } => {
-                // SAFETY: as above.
-                unsafe {
-                    on_stream(cs, dy as u64, 0, |cuda, _, cs| {
-                        cuda.backward_from_mask_raw(q, dtype, cs, mask, scale, dy as u64, s, out)
-                    })
-                }
-                .map_err(fail)
-            }
-        }
-    }
-
-    /// `forward_with_thresholds_raw` (`grad` is `None`) or
-    /// `backward_with_thresholds_raw` (`grad` holds `dy` and `dalpha`).
-    #[cfg(lowbit_cuda)]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn call_thresholds(
-        q: &Quantizer,
-        dtype: u32,
-        x: u64,
-        alpha: u64,
-        out: u64,
-        grad: Option<(u64, u64)>,
-        s: &[usize],
-        stream: *mut c_void,
-    ) -> Outcome<()> {
-        let dtype = dtype_of(dtype)?;
-        let cs = stream.cast();
-        match grad {
-            // SAFETY: the caller vouches for the pointers and the stream.
-            None => unsafe {
-                on_stream(cs, x, 0, |cuda, _, cs| {
-                    cuda.forward_with_thresholds_raw(q, dtype, cs, x, alpha, s, out)
-                })
-            }
-            .map_err(fail),
-            Some((dy, dalpha)) => {
-                let need = lowbit::cuda::Cuda::workspace_bytes(q, s, true).map_err(fail)?;
-                // SAFETY: as above.
-                unsafe {
-                    on_stream(cs, x, need, |cuda, ws, cs| {
-                        cuda.backward_with_thresholds_raw(
-                            q, dtype, cs, x, alpha, dy, s, out, dalpha, ws,
-                        )
-                    })
-                }
-                .map_err(fail)
-            }
-        }
-    }
-
-    #[cfg(not(lowbit_cuda))]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn call_thresholds(
-        _: &Quantizer,
-        dtype: u32,
-        _: u64,
-        _: u64,
-        _: u64,
-        _: Option<(u64, u64)>,
-        _: &[usize],
-        _: *mut c_void,
-    ) -> Outcome<()> {
-        dtype_of(dtype)?;
-        Err(unavailable())
-    }
-
-    #[cfg(not(lowbit_cuda))]
-    pub(super) unsafe fn call(
-        _: &Quantizer,
-        dtype: u32,
-        _: u64,
-        _: Option<u64>,
-        _: u64,
-        _: &[usize],
-        _: *mut c_void,
-    ) -> Outcome<()> {
-        dtype_of(dtype)?;
-        Err(unavailable())
-    }
-
-    #[cfg(not(lowbit_cuda))]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn call_mask(
-        _: &Quantizer,
-        dtype: u32,
-        _: MaskPass,
-        _: u64,
-        _: u64,
-        _: u64,
-        _: &[usize],
-        _: *mut c_void,
-    ) -> Outcome<()> {
-        dtype_of(dtype)?;
-        Err(unavailable())
-    }
-}
-
-/// Which masked pass, with the input only that pass reads.
-#[derive(Clone, Copy)]
-enum MaskPass {
-    Forward { x: *const c_void },
-    Backward { dy: *const c_void },
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe fn on_device(
-    q: *const lowbit_quantizer,
-    dtype: u32,
-    x: *const c_void,
-    dy: Option<*const c_void>,
-    out: *mut c_void,
-    shape_ptr: *const usize,
-    ndim: usize,
-    stream: *mut c_void,
-) -> lowbit_status {
-    let body = |q: &Quantizer, s: &[usize], n: usize| {
-        if n > 0 && (x.is_null() || out.is_null() || dy.is_some_and(|p| p.is_null())) {
-            return Err(null("a device pointer"));
-        }
-        device::check_tensor(dtype, n)?;
-        // Before the device is opened: the answer does not depend on it.
-        ffi::check_plain(q).map_err(fail)?;
-        let dy = dy.map(|p| p as u64);
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { device::call(q, dtype, x as u64, dy, out as u64, s, stream) }
-    };
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { tensor_call(q, shape_ptr, ndim, body) }
+    let b = Plain(x, Some(dy), dx);
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Host, b) }
 }
 
 /// `y = q(x)` on device memory, enqueued on `stream` (a `CUstream`; null is
@@ -615,8 +639,9 @@ pub unsafe extern "C" fn lowbit_forward_device(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { on_device(q, dtype, x, None, y, shape, ndim, stream) }
+    let b = Plain(x, None, y);
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Device(stream), b) }
 }
 
 /// `dx = dq/dx · dy` on device memory, enqueued on `stream`.
@@ -632,8 +657,9 @@ pub unsafe extern "C" fn lowbit_backward_device(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { on_device(q, dtype, x, Some(dy), dx, shape, ndim, stream) }
+    let b = Plain(x, Some(dy), dx);
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Device(stream), b) }
 }
 
 /// Grows the workspace lowbit keeps for `stream` to what forward and
@@ -648,12 +674,12 @@ pub unsafe extern "C" fn lowbit_reserve_workspace_device(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    let body = |q: &Quantizer, s: &[usize], _n: usize| {
-        // SAFETY: the caller's stream.
-        unsafe { device::reserve(q, s, stream) }
-    };
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { tensor_call(q, shape, ndim, body) }
+    // SAFETY: the caller's contract, checked inside.
+    unsafe {
+        tensor_call(q, shape, ndim, |q, s| {
+            device::reserve(q, s.dims, stream).map_err(fail)
+        })
+    }
 }
 
 /// Words (`uint32_t`) of the 1-bit mask of a tensor of `len` elements.
@@ -672,57 +698,14 @@ pub unsafe extern "C" fn lowbit_saved_scale_len(
     ndim: usize,
     out: *mut usize,
 ) -> lowbit_status {
-    let body = |q: &Quantizer, s: &[usize], _: usize| {
-        let len = q.saved_scale_len(s).map_err(fail)?;
-        // SAFETY: `out` is null or points to writable storage.
-        *unsafe { out.as_mut() }.ok_or_else(|| null("out"))? = len;
-        Ok(())
-    };
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { tensor_call(q, shape, ndim, body) }
-}
-
-/// The buffers of a masked call, as the caller passed them.
-struct Masked {
-    mask: *mut c_void,
-    scale: *mut c_void,
-    out: *mut c_void,
-}
-
-/// A masked pass on host memory: the pass's input in, and `out` (`y` or
-/// `dx`), the mask and the scale.
-unsafe fn host_mask(
-    q: *const lowbit_quantizer,
-    dtype: u32,
-    pass: MaskPass,
-    b: Masked,
-    shape_ptr: *const usize,
-    ndim: usize,
-) -> lowbit_status {
-    let body = |q: &Quantizer, s: &[usize], n: usize| {
-        let (words, scale_len) = (lowbit::mask_words(n), q.saved_scale_len(s).map_err(fail)?);
-        with_dtype!(dtype, T => {
-            // SAFETY: the caller passes buffers of these lengths, the
-            // outputs not overlapping the inputs.
-            let out = unsafe { slice_mut::<T>(b.out, n, "out") }?;
-            match pass {
-                MaskPass::Forward { x } => {
-                    let x = unsafe { slice::<T>(x, n, "x") }?;
-                    let mask = unsafe { slice_mut::<u32>(b.mask, words, "mask") }?;
-                    let scale = unsafe { slice_mut::<T>(b.scale, scale_len, "scale") }?;
-                    q.forward_with_mask(x, s, out, mask, scale).map_err(fail)
-                }
-                MaskPass::Backward { dy } => {
-                    let dy = unsafe { slice::<T>(dy, n, "dy") }?;
-                    let mask = unsafe { slice::<u32>(b.mask, words, "mask") }?;
-                    let scale = unsafe { slice::<T>(b.scale, scale_len, "scale") }?;
-                    q.backward_from_mask(mask, scale, dy, s, out).map_err(fail)
-                }
-            }
+    // SAFETY: the caller's contract, checked inside.
+    unsafe {
+        tensor_call(q, shape, ndim, |q, s| {
+            let len = q.saved_scale_len(s.dims).map_err(fail)?;
+            *out.as_mut().ok_or_else(|| null("out"))? = len;
+            Ok(())
         })
-    };
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { tensor_call(q, shape_ptr, ndim, body) }
+    }
 }
 
 /// `y = q(x)` on host memory, and the mask of where the gradient passes
@@ -741,13 +724,9 @@ pub unsafe extern "C" fn lowbit_forward_with_mask(
     shape: *const usize,
     ndim: usize,
 ) -> lowbit_status {
-    let b = Masked {
-        mask: mask.cast(),
-        scale,
-        out: y,
-    };
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { host_mask(q, dtype, MaskPass::Forward { x }, b, shape, ndim) }
+    let b = SaveMask(x, y, mask, scale);
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Host, b) }
 }
 
 /// `dx = dq/dx · dy` on host memory from what `lowbit_forward_with_mask`
@@ -764,44 +743,9 @@ pub unsafe extern "C" fn lowbit_backward_from_mask(
     shape: *const usize,
     ndim: usize,
 ) -> lowbit_status {
-    let b = Masked {
-        mask: mask.cast_mut().cast(),
-        scale: scale.cast_mut(),
-        out: dx,
-    };
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { host_mask(q, dtype, MaskPass::Backward { dy }, b, shape, ndim) }
-}
-
-unsafe fn device_mask(
-    q: *const lowbit_quantizer,
-    dtype: u32,
-    pass: MaskPass,
-    b: Masked,
-    shape_ptr: *const usize,
-    ndim: usize,
-    stream: *mut c_void,
-) -> lowbit_status {
-    let body = |q: &Quantizer, s: &[usize], n: usize| {
-        let input = match pass {
-            MaskPass::Forward { x } => x,
-            MaskPass::Backward { dy } => dy,
-        };
-        if n > 0 && (input.is_null() || b.out.is_null() || b.mask.is_null()) {
-            return Err(null("a device pointer"));
-        }
-        device::check_tensor(dtype, n)?;
-        // Before the device is opened: the answers do not depend on it.
-        ffi::check_maskable(q).map_err(fail)?;
-        if q.saved_scale_len(s).map_err(fail)? > 0 && b.scale.is_null() {
-            return Err(null("scale"));
-        }
-        let (mask, scale, out) = (b.mask as u64, b.scale as u64, b.out as u64);
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { device::call_mask(q, dtype, pass, mask, scale, out, s, stream) }
-    };
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { tensor_call(q, shape_ptr, ndim, body) }
+    let b = FromMask(mask, scale, dy, dx);
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Host, b) }
 }
 
 /// `lowbit_forward_with_mask` on device memory, enqueued on `stream`.
@@ -818,14 +762,9 @@ pub unsafe extern "C" fn lowbit_forward_with_mask_device(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    let b = Masked {
-        mask: mask.cast(),
-        scale,
-        out: y,
-    };
-    let pass = MaskPass::Forward { x };
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { device_mask(q, dtype, pass, b, shape, ndim, stream) }
+    let b = SaveMask(x, y, mask, scale);
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Device(stream), b) }
 }
 
 /// `lowbit_backward_from_mask` on device memory, enqueued on `stream`.
@@ -842,83 +781,9 @@ pub unsafe extern "C" fn lowbit_backward_from_mask_device(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    let b = Masked {
-        mask: mask.cast_mut().cast(),
-        scale: scale.cast_mut(),
-        out: dx,
-    };
-    let pass = MaskPass::Backward { dy };
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { device_mask(q, dtype, pass, b, shape, ndim, stream) }
-}
-
-/// The buffers of an `rsign` call, as the caller passed them.
-struct Thresholds {
-    x: *const c_void,
-    alpha: *const c_void,
-    out: *mut c_void,
-    /// `dy` and `dalpha`, for the backward pass.
-    grad: Option<(*const c_void, *mut c_void)>,
-}
-
-unsafe fn host_thresholds(
-    q: *const lowbit_quantizer,
-    dtype: u32,
-    b: Thresholds,
-    shape_ptr: *const usize,
-    ndim: usize,
-) -> lowbit_status {
-    let body = |q: &Quantizer, s: &[usize], n: usize| {
-        let (_, c) = ffi::check_shape(s).map_err(fail)?;
-        with_dtype!(dtype, T => {
-            // SAFETY: the caller passes `n` elements of T at x, dy and the
-            // output and `c` at alpha and dalpha, outputs not overlapping
-            // inputs.
-            let x = unsafe { slice::<T>(b.x, n, "x") }?;
-            let alpha = unsafe { slice::<T>(b.alpha, c, "alpha") }?;
-            let out = unsafe { slice_mut::<T>(b.out, n, "out") }?;
-            match b.grad {
-                None => q.forward_with_thresholds(x, alpha, s, out),
-                Some((dy, dalpha)) => {
-                    let dy = unsafe { slice::<T>(dy, n, "dy") }?;
-                    let dalpha = unsafe { slice_mut::<T>(dalpha, c, "dalpha") }?;
-                    q.backward_with_thresholds(x, alpha, dy, s, out, dalpha)
-                }
-            }
-            .map_err(fail)
-        })
-    };
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { tensor_call(q, shape_ptr, ndim, body) }
-}
-
-unsafe fn device_thresholds(
-    q: *const lowbit_quantizer,
-    dtype: u32,
-    b: Thresholds,
-    shape_ptr: *const usize,
-    ndim: usize,
-    stream: *mut c_void,
-) -> lowbit_status {
-    let body = |q: &Quantizer, s: &[usize], n: usize| {
-        // Before the device is opened: the answers do not depend on it.
-        let (_, c) = ffi::check_thresholds(q, s).map_err(fail)?;
-        let dy_null = b.grad.is_some_and(|(dy, _)| dy.is_null());
-        if n > 0 && (b.x.is_null() || b.out.is_null() || dy_null) {
-            return Err(null("a device pointer"));
-        }
-        let dalpha_null = b.grad.is_some_and(|(_, da)| da.is_null());
-        if c > 0 && (b.alpha.is_null() || dalpha_null) {
-            return Err(null("a device pointer"));
-        }
-        device::check_tensor(dtype, n)?;
-        let grad = b.grad.map(|(dy, da)| (dy as u64, da as u64));
-        let (x, alpha, out) = (b.x as u64, b.alpha as u64, b.out as u64);
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { device::call_thresholds(q, dtype, x, alpha, out, grad, s, stream) }
-    };
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { tensor_call(q, shape_ptr, ndim, body) }
+    let b = FromMask(mask, scale, dy, dx);
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Device(stream), b) }
 }
 
 /// `rsign`'s `y = sign(x − α_c)` on host memory, `alpha` holding one
@@ -933,14 +798,9 @@ pub unsafe extern "C" fn lowbit_forward_with_thresholds(
     shape: *const usize,
     ndim: usize,
 ) -> lowbit_status {
-    let b = Thresholds {
-        x,
-        alpha,
-        out: y,
-        grad: None,
-    };
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { host_thresholds(q, dtype, b, shape, ndim) }
+    let b = Thresholds(x, alpha, y, None);
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Host, b) }
 }
 
 /// `rsign`'s gradients on host memory: `dx`, and `dalpha[c] = −Σ dx` over
@@ -958,14 +818,9 @@ pub unsafe extern "C" fn lowbit_backward_with_thresholds(
     shape: *const usize,
     ndim: usize,
 ) -> lowbit_status {
-    let b = Thresholds {
-        x,
-        alpha,
-        out: dx,
-        grad: Some((dy, dalpha)),
-    };
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { host_thresholds(q, dtype, b, shape, ndim) }
+    let b = Thresholds(x, alpha, dx, Some((dy, dalpha)));
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Host, b) }
 }
 
 /// `lowbit_forward_with_thresholds` on device memory, enqueued on `stream`.
@@ -981,14 +836,9 @@ pub unsafe extern "C" fn lowbit_forward_with_thresholds_device(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    let b = Thresholds {
-        x,
-        alpha,
-        out: y,
-        grad: None,
-    };
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { device_thresholds(q, dtype, b, shape, ndim, stream) }
+    let b = Thresholds(x, alpha, y, None);
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Device(stream), b) }
 }
 
 /// `lowbit_backward_with_thresholds` on device memory, enqueued on
@@ -1007,12 +857,7 @@ pub unsafe extern "C" fn lowbit_backward_with_thresholds_device(
     ndim: usize,
     stream: *mut c_void,
 ) -> lowbit_status {
-    let b = Thresholds {
-        x,
-        alpha,
-        out: dx,
-        grad: Some((dy, dalpha)),
-    };
-    // SAFETY: the caller's contract, checked for nulls inside.
-    unsafe { device_thresholds(q, dtype, b, shape, ndim, stream) }
+    let b = Thresholds(x, alpha, dx, Some((dy, dalpha)));
+    // SAFETY: the caller's contract, checked inside.
+    unsafe { run(q, dtype, shape, ndim, Device(stream), b) }
 }
