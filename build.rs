@@ -58,6 +58,8 @@ fn main() {
     match build_cuda(&out) {
         Ok(built) => {
             println!("cargo:rustc-cfg=lowbit_cuda");
+            // DEP_LOWBIT_CUDA for cli/ and capi/ (the `links` key).
+            println!("cargo::metadata=cuda=1");
             println!("cargo:rustc-env=LOWBIT_PTX_ARCH={}", built.arch);
             println!("cargo:rustc-env=LOWBIT_PTX_ISA={}", built.isa);
             println!("cargo:rustc-env=LOWBIT_PTX_COMPILER={}", built.compiler);

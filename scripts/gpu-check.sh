@@ -34,7 +34,7 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["executable"])')
-cargo build --release --bin lowbit --example train_digits
+cargo build --release -p lowbit-cli -p lowbit --bin lowbit --example train_digits
 
 rm -rf .gpu && mkdir -p .gpu
 for exe in $exes; do

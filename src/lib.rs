@@ -40,12 +40,13 @@ pub mod scalar;
 mod api;
 mod backend;
 pub mod bits;
-pub mod capi;
 mod cpu;
 #[cfg(lowbit_cuda)]
 pub mod cuda;
 mod element;
 mod error;
+#[doc(hidden)]
+pub mod ffi;
 mod mask;
 mod op;
 mod quantizer;

@@ -11,9 +11,16 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use capi::{LOWBIT_F32, lowbit_status};
 use lowbit::bits::{self, FlipRatio};
-use lowbit::capi::{self, LOWBIT_F32, lowbit_status};
 use lowbit::{Backend, Device, Element, Quantizer, bf16, f16};
+
+// The C ABI's crate (capi/) builds only the C libraries: an rlib of their
+// name would collide with lowbit's. Its source is compiled into this test,
+// over the same lowbit as the rest of the test.
+#[allow(dead_code)]
+#[path = "../capi/src/lib.rs"]
+mod capi;
 
 struct Counting;
 

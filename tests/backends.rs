@@ -10,6 +10,14 @@ mod common;
 
 mod harness;
 
+// The C ABI's crate (capi/) builds only the C libraries: an rlib of their
+// name would collide with lowbit's. Its source is compiled into this test,
+// over the same lowbit as the rest of the test.
+#[cfg(lowbit_cuda)]
+#[allow(dead_code)]
+#[path = "../capi/src/lib.rs"]
+mod capi;
+
 use lowbit::{Backend, Device, Element, Quantizer, bf16, f16, scalar};
 
 struct On<'a>(&'a Backend);
@@ -647,8 +655,8 @@ fn rsign_device_views_offset_by_one(b: &Backend) -> Result<(), String> {
 /// calls with its own pointers and stream) give the CPU's bits.
 #[cfg(lowbit_cuda)]
 fn c_abi_on_device_agrees_with_the_cpu(b: &Backend) -> Result<(), String> {
+    use crate::capi::*;
     use cudarc::driver::{DevicePtr, DevicePtrMut};
-    use lowbit::capi::*;
     use std::ffi::{CString, c_void};
 
     let Some(cuda) = b.as_cuda() else {

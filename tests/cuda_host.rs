@@ -10,13 +10,21 @@
 
 mod harness;
 
+// The C ABI's crate (capi/) builds only the C libraries: an rlib of their
+// name would collide with lowbit's. Its source is compiled into this test,
+// over the same lowbit as the rest of the test.
+#[cfg(lowbit_cuda)]
+#[allow(dead_code)]
+#[path = "../capi/src/lib.rs"]
+mod capi;
+
 #[cfg(lowbit_cuda)]
 mod cuda {
     use std::ffi::{c_int, c_void};
     use std::sync::{Arc, Barrier};
 
+    use crate::capi::*;
     use cudarc::driver::{CudaContext, CudaStream, DevicePtr, DevicePtrMut, result, sys};
-    use lowbit::capi::*;
     use lowbit::cuda::{Cuda, Workspace};
     use lowbit::{Backend, DType, Error, Quantizer};
 

@@ -4,24 +4,32 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The `liblowbit.a` cargo built beside this test executable.
+/// This build's `liblowbit.a`. Cargo builds a crate's C libraries only when
+/// asked (no test depends on them), so the test asks it, in the profile and
+/// target directory the test was built in. From the workspace root and with
+/// the examples, so that the features are those of `cargo test` there (the
+/// examples' dev-dependencies add to cudarc's) and lowbit is not built a
+/// second time: only this crate's libraries are.
 fn static_lib() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let mut candidates: Vec<PathBuf> = [deps.to_path_buf(), deps.parent().unwrap().to_path_buf()]
-        .iter()
-        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.starts_with("liblowbit") && name.ends_with(".a")
-        })
-        .collect();
-    // The newest one is this build's.
-    candidates.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    candidates
-        .pop()
-        .expect("cargo builds liblowbit.a with the tests (crate-type staticlib)")
+    // target/<profile>/deps/capi-<hash>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let release = profile_dir.file_name().is_some_and(|d| d == "release");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let build = Command::new(env!("CARGO"))
+        .current_dir(workspace)
+        .args(["build", "--lib", "--examples"])
+        .args(release.then_some("--release"))
+        .arg("--target-dir")
+        .arg(profile_dir.parent().unwrap())
+        .output()
+        .expect("cargo, which runs this test");
+    assert!(
+        build.status.success(),
+        "cargo build of the C libraries failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    profile_dir.join("liblowbit.a")
 }
 
 #[test]
