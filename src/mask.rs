@@ -97,8 +97,9 @@ impl Quantizer {
     /// [`backward_from_mask`](Self::backward_from_mask) work for this
     /// quantizer: `ste_sign`, `ste_heaviside`, `ste_tern` (fixed or TWN
     /// threshold), `magnitude_aware_sign`, `dorefa` in activations mode, and
-    /// `noop` (whose gradient passes everywhere). `approx_sign`, `swish_sign`
-    /// and DoReFa weights need `x` itself and give
+    /// `noop` and `progressive_sign` (whose gradients pass everywhere).
+    /// `approx_sign`, `swish_sign`, `ede`, `rsign`, DoReFa weights and the
+    /// first-axis scaled signs need more than one bit per element and give
     /// [`Error::NotMaskable`].
     ///
     /// ```

@@ -4,13 +4,15 @@
 //! [`Op`]: the elementwise functor with its parameters already rounded to the
 //! tensor's type, the reduction that must run before it, and the window its
 //! gradient passes through (what a 1-bit mask saves). The CPU maps the
-//! functor over slices (`cpu::driver`); the CUDA path plans a launch of the
-//! kernel of the same name (`cuda::plan`), whose C functor in
-//! `kernels/functors.cuh` is the same formula.
+//! functor over slices (`cpu::forward`, `cpu::backward`); the CUDA path
+//! plans a launch of the functor's kernel family (`cuda::plan`), whose C
+//! functor in `kernels/functors.cuh` is the same formula.
 //!
-//! Adding a quantizer: its scalar definition in [`crate::scalar`], a functor
-//! below, its arm in [`Op::new`], its kernel line in `kernels/kernels.def`
-//! and its C functor in `kernels/functors.cuh`.
+//! Adding a quantizer: its scalar definition in [`crate::scalar`], its
+//! `Kind` in `quantizer.rs`, a functor below and its arm in [`Op::new`], its
+//! line in `kernels/kernels.def`, its C functor in `kernels/functors.cuh`
+//! and its family in `cuda::plan::kernel_family` (README's "Adding a
+//! quantizer" lists the tests).
 
 use crate::element::DType;
 use crate::error::Error;
