@@ -216,12 +216,6 @@ pub(crate) struct Op {
     forward_reduction: Reduction,
     /// Where the gradient passes; `None` when it needs `x` itself.
     pub(crate) window: Option<Window>,
-    /// Forward is a copy of `x` (noop).
-    forward_copies: bool,
-    /// Backward is a copy of `dy` (noop, the unclipped straight-through
-    /// estimators, progressive_sign): a copy keeps every NaN's bits, which a
-    /// round trip through `f32` may not.
-    backward_copies: bool,
 }
 
 impl Op {
@@ -236,8 +230,6 @@ impl Op {
             functor,
             forward_reduction,
             window,
-            forward_copies: false,
-            backward_copies: false,
         };
         let mut op = match q.kind() {
             Kind::SteSign { clip_value } => {
@@ -331,15 +323,6 @@ impl Op {
             ),
             Kind::RSign => return None,
         };
-        op.forward_copies = matches!(op.functor, Functor::NoOp(_));
-        op.backward_copies = op.forward_copies
-            || matches!(op.functor, Functor::ProgressiveSign(_))
-            || matches!(
-                op.functor,
-                Functor::SteSign(SteSign { clip: None })
-                    | Functor::SteHeaviside(SteHeaviside { clip: None })
-                    | Functor::SteTern(SteTern { clip: None })
-            );
         if q.scale() == WeightScale::FirstAxis {
             // Quantizer::with_scale admits only the sign family.
             op.functor = match op.functor {
@@ -351,7 +334,6 @@ impl Op {
             op.forward_reduction = Reduction::RowMeanAbs;
             // The scale would have to be saved as well.
             op.window = None;
-            op.backward_copies = false;
         }
         Some(op)
     }
@@ -367,11 +349,21 @@ impl Op {
         }
     }
 
-    /// Whether the pass is a copy (of `x` forward, of `dy` backward).
+    /// Whether the pass is a copy: of `x` forward (noop), of `dy` backward
+    /// (noop, progressive_sign and the unclipped straight-through
+    /// estimators; the scaled signs are other functors). A copy keeps every
+    /// NaN's bits, which a round trip through `f32` may not.
     pub(crate) fn copies(&self, dir: Direction) -> bool {
         match dir {
-            Direction::Forward => self.forward_copies,
-            Direction::Backward => self.backward_copies,
+            Direction::Forward => matches!(self.functor, Functor::NoOp(_)),
+            Direction::Backward => matches!(
+                self.functor,
+                Functor::NoOp(_)
+                    | Functor::ProgressiveSign(_)
+                    | Functor::SteSign(SteSign { clip: None })
+                    | Functor::SteHeaviside(SteHeaviside { clip: None })
+                    | Functor::SteTern(SteTern { clip: None })
+            ),
         }
     }
 }

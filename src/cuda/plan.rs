@@ -13,7 +13,7 @@ use super::sys::{
 use crate::cpu::rsign::channel_groups;
 use crate::element::DType;
 pub(crate) use crate::op::Direction;
-use crate::op::{Functor, Op, Reduction, Scaled};
+use crate::op::{DorefaActivations, DorefaWeights, Functor, Op, Reduction, Scaled};
 use crate::quantizer::Quantizer;
 
 /// One kernel argument, passed by value as the kernel declares it.
@@ -272,12 +272,9 @@ pub(super) fn elementwise_params(
             p.beta = f.beta;
             None
         }
-        Functor::DorefaActivations(f) => {
-            p.levels = f.levels;
-            None
-        }
-        Functor::DorefaWeights(f) => {
-            p.levels = f.levels;
+        Functor::DorefaActivations(DorefaActivations { levels })
+        | Functor::DorefaWeights(DorefaWeights { levels }) => {
+            p.levels = levels;
             None
         }
         Functor::Ede(f) => {
