@@ -1,96 +1,14 @@
 //! Forward and backward on host slices: the calls a training loop makes.
 
-use crate::cpu::{self, Dims};
-use crate::element::{DType, Element};
-use crate::error::{Error, Result};
-use crate::op::Op;
+use crate::call::{Call, Host};
+use crate::cpu;
+use crate::element::Element;
+use crate::error::Result;
 use crate::quantizer::{Kind, Quantizer};
 
-/// Checks that every buffer holds exactly the elements `shape` describes and
-/// returns that element count and the channel count (the last axis; 1 for a
-/// scalar).
-pub(crate) fn check_shape(
-    shape: &[usize],
-    buffers: &[(&'static str, usize)],
-) -> Result<(usize, usize)> {
-    let expected = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| Error::ShapeOverflow(shape.to_vec()))?;
-    for &(buffer, len) in buffers {
-        if len != expected {
-            return Err(Error::ShapeMismatch {
-                shape: shape.to_vec(),
-                expected,
-                buffer,
-                len,
-            });
-        }
-    }
-    Ok((expected, shape.last().copied().unwrap_or(1)))
-}
-
-/// Elements per first-axis index (XNOR-Net's output channel): the whole
-/// tensor for a scalar, 0 for an empty tensor.
-pub(crate) fn first_axis_inner(shape: &[usize], len: usize) -> usize {
-    match shape.first() {
-        Some(&rows) if rows > 0 => len / rows,
-        Some(_) => 0,
-        None => len,
-    }
-}
-
-/// Refuses, on the plain calls, a quantizer that needs thresholds.
-pub(crate) fn check_plain(q: &Quantizer) -> Result<()> {
-    if q.takes_thresholds() {
-        return Err(Error::NeedsThresholds {
-            quantizer: q.name(),
-        });
-    }
-    Ok(())
-}
-
-/// The op of a plain call; `rsign`, which needs thresholds, is refused.
-pub(crate) fn plain_op(q: &Quantizer, dtype: DType) -> Result<Op> {
-    Op::new(q, dtype).ok_or(Error::NeedsThresholds {
-        quantizer: q.name(),
-    })
-}
-
-/// The dims the CPU reductions read, for a tensor of `shape` holding `len`
-/// elements in `channels` channels.
-pub(crate) fn dims(shape: &[usize], len: usize, channels: usize) -> Dims {
-    Dims {
-        channels,
-        inner: first_axis_inner(shape, len),
-    }
-}
-
-/// Checks a call with thresholds: the quantizer takes them, every buffer
-/// fits `shape` and every threshold buffer holds one value per channel.
-/// Returns the element count and the channel count.
-pub(crate) fn check_thresholds(
-    q: &Quantizer,
-    shape: &[usize],
-    buffers: &[(&'static str, usize)],
-    thresholds: &[(&'static str, usize)],
-) -> Result<(usize, usize)> {
-    if !q.takes_thresholds() {
-        return Err(Error::TakesNoThresholds {
-            quantizer: q.name(),
-        });
-    }
-    let (len, channels) = check_shape(shape, buffers)?;
-    for &(buffer, n) in thresholds {
-        if n != channels {
-            return Err(Error::ThresholdLength {
-                buffer,
-                channels,
-                len: n,
-            });
-        }
-    }
-    Ok((len, channels))
+/// Runs the call `t` makes of `q` on the CPU: resolved, checked, mapped.
+pub(crate) fn on_host<T: Element>(q: &Quantizer, shape: &[usize], t: Host<'_, T>) -> Result<()> {
+    cpu::run(&Call::on_host(q, shape, &t)?, t)
 }
 
 impl Quantizer {
@@ -119,14 +37,7 @@ impl Quantizer {
     /// # Ok::<(), lowbit::Error>(())
     /// ```
     pub fn forward<T: Element>(&self, x: &[T], shape: &[usize], y: &mut [T]) -> Result<()> {
-        let op = plain_op(self, T::DTYPE)?;
-        let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
-        // With no elements the channel count is unbounded by any buffer
-        // (`[0, 1 << 62]` is valid): nothing may be sized from it.
-        if len == 0 {
-            return Ok(());
-        }
-        cpu::pool::run(|| cpu::forward(&op, x, dims(shape, len, channels), y))
+        on_host(self, shape, Host::forward(x, y))
     }
 
     /// Writes `dx = dq/dx · dy` into `dx`, the gradient larq's estimator gives
@@ -150,13 +61,7 @@ impl Quantizer {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        let op = plain_op(self, T::DTYPE)?;
-        let (len, channels) =
-            check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
-        if len == 0 {
-            return Ok(());
-        }
-        cpu::pool::run(|| cpu::backward(&op, x, dy, dims(shape, len, channels), dx))
+        on_host(self, shape, Host::backward(x, dy, dx))
     }
 
     /// [`forward`](Self::forward) into a new vector.
@@ -206,16 +111,7 @@ impl Quantizer {
         shape: &[usize],
         y: &mut [T],
     ) -> Result<()> {
-        let (len, _) = check_thresholds(
-            self,
-            shape,
-            &[("x", x.len()), ("y", y.len())],
-            &[("alpha", alpha.len())],
-        )?;
-        if len == 0 {
-            return Ok(());
-        }
-        cpu::pool::run(|| cpu::rsign::forward(x, alpha, y))
+        on_host(self, shape, Host::forward_with_thresholds(x, alpha, y))
     }
 
     /// Writes `rsign`'s gradients: `dx = (1 − |u|)·2·dy` where `|u| ≤ 1`,
@@ -252,18 +148,10 @@ impl Quantizer {
         dx: &mut [T],
         dalpha: &mut [T],
     ) -> Result<()> {
-        let (len, _) = check_thresholds(
+        on_host(
             self,
             shape,
-            &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
-            &[("alpha", alpha.len()), ("dalpha", dalpha.len())],
-        )?;
-        if len == 0 {
-            // No rows: each dα is an empty sum (`dalpha` holds one per
-            // channel, so it bounds them).
-            dalpha.fill(T::from_f32(crate::scalar::rsign_dalpha(0.0)));
-            return Ok(());
-        }
-        cpu::pool::run(|| cpu::rsign::backward(x, alpha, dy, dx, dalpha))
+            Host::backward_with_thresholds(x, alpha, dy, dx, dalpha),
+        )
     }
 }

@@ -6,6 +6,7 @@ use std::str::FromStr;
 #[cfg(lowbit_cuda)]
 use std::sync::Arc;
 
+use crate::call::{Call, Host};
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::quantizer::Quantizer;
@@ -152,15 +153,7 @@ impl Backend {
         shape: &[usize],
         y: &mut [T],
     ) -> Result<()> {
-        crate::api::check_plain(q)?;
-        match &self.inner {
-            Inner::Cpu => q.forward(x, shape, y),
-            #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => {
-                crate::api::check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
-                host::run(cuda, q, x, None, shape, y)
-            }
-        }
+        self.run(q, shape, Host::forward(x, y))
     }
 
     /// [`Quantizer::backward`] on this backend, from and to host memory.
@@ -172,16 +165,7 @@ impl Backend {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        crate::api::check_plain(q)?;
-        match &self.inner {
-            Inner::Cpu => q.backward(x, dy, shape, dx),
-            #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => {
-                let buffers = [("x", x.len()), ("dy", dy.len()), ("dx", dx.len())];
-                crate::api::check_shape(shape, &buffers)?;
-                host::run(cuda, q, x, Some(dy), shape, dx)
-            }
-        }
+        self.run(q, shape, Host::backward(x, dy, dx))
     }
 
     /// [`Quantizer::forward_with_thresholds`] (`rsign`) on this backend,
@@ -194,17 +178,7 @@ impl Backend {
         shape: &[usize],
         y: &mut [T],
     ) -> Result<()> {
-        crate::api::check_thresholds(
-            q,
-            shape,
-            &[("x", x.len()), ("y", y.len())],
-            &[("alpha", alpha.len())],
-        )?;
-        match &self.inner {
-            Inner::Cpu => q.forward_with_thresholds(x, alpha, shape, y),
-            #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::rsign(cuda, q, x, alpha, shape, y, None),
-        }
+        self.run(q, shape, Host::forward_with_thresholds(x, alpha, y))
     }
 
     /// [`Quantizer::backward_with_thresholds`] (`rsign`) on this backend,
@@ -220,17 +194,11 @@ impl Backend {
         dx: &mut [T],
         dalpha: &mut [T],
     ) -> Result<()> {
-        crate::api::check_thresholds(
+        self.run(
             q,
             shape,
-            &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
-            &[("alpha", alpha.len()), ("dalpha", dalpha.len())],
-        )?;
-        match &self.inner {
-            Inner::Cpu => q.backward_with_thresholds(x, alpha, dy, shape, dx, dalpha),
-            #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::rsign(cuda, q, x, alpha, shape, dx, Some((dy, dalpha))),
-        }
+            Host::backward_with_thresholds(x, alpha, dy, dx, dalpha),
+        )
     }
 }
 
@@ -260,13 +228,7 @@ impl Backend {
         mask: &mut [u32],
         scale: &mut [T],
     ) -> Result<()> {
-        let tensors = [("x", x.len()), ("y", y.len())];
-        crate::mask::check(q, T::DTYPE, shape, &tensors, mask.len(), scale.len())?;
-        match &self.inner {
-            Inner::Cpu => q.forward_with_mask(x, shape, y, mask, scale),
-            #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::forward_with_mask(cuda, q, x, shape, y, mask, scale),
-        }
+        self.run(q, shape, Host::forward_with_mask(x, y, mask, scale))
     }
 
     /// [`Quantizer::backward_from_mask`] on this backend, from and to host
@@ -280,12 +242,17 @@ impl Backend {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        let tensors = [("dy", dy.len()), ("dx", dx.len())];
-        crate::mask::check(q, T::DTYPE, shape, &tensors, mask.len(), scale.len())?;
+        self.run(q, shape, Host::backward_from_mask(mask, scale, dy, dx))
+    }
+
+    /// Every call on host memory: checked once, then run on the CPU or
+    /// staged through the device.
+    fn run<T: Element>(&self, q: &Quantizer, shape: &[usize], t: Host<'_, T>) -> Result<()> {
+        let call = Call::on_host(q, shape, &t)?;
         match &self.inner {
-            Inner::Cpu => q.backward_from_mask(mask, scale, dy, shape, dx),
+            Inner::Cpu => crate::cpu::run(&call, t),
             #[cfg(lowbit_cuda)]
-            Inner::Cuda(cuda) => host::backward_from_mask(cuda, q, mask, scale, dy, shape, dx),
+            Inner::Cuda(cuda) => cuda.run_staged(&call, t),
         }
     }
 }
@@ -293,220 +260,5 @@ impl Backend {
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.name(), self.reason)
-    }
-}
-
-/// Host-memory calls on the CUDA backend: copy in, run, copy out, wait.
-#[cfg(lowbit_cuda)]
-mod host {
-    use crate::cuda::driver;
-    use crate::cuda::{Cuda, Workspace};
-    use crate::element::Element;
-    use crate::error::Result;
-    use crate::quantizer::Quantizer;
-
-    /// `q`'s forward (`dy` is `None`) or backward pass on host memory.
-    pub(super) fn run<T: Element>(
-        cuda: &Cuda,
-        q: &Quantizer,
-        x: &[T],
-        dy: Option<&[T]>,
-        shape: &[usize],
-        out: &mut [T],
-    ) -> Result<()> {
-        if x.is_empty() {
-            return Ok(());
-        }
-        let stream = cuda.context().default_stream();
-        let xd = stream.clone_htod(x).map_err(driver("cuMemcpyHtoDAsync"))?;
-        // SAFETY: every element is written by the kernel before the copy back.
-        let mut od = unsafe { stream.alloc::<T>(x.len()) }.map_err(driver("cuMemAllocAsync"))?;
-        let mut ws = Workspace::new();
-        match dy {
-            None => cuda.forward(
-                q,
-                &stream,
-                &xd.as_view(),
-                shape,
-                &mut od.as_view_mut(),
-                &mut ws,
-            )?,
-            Some(dy) => {
-                let dyd = stream.clone_htod(dy).map_err(driver("cuMemcpyHtoDAsync"))?;
-                let dy = dyd.as_view();
-                cuda.backward(
-                    q,
-                    &stream,
-                    &xd.as_view(),
-                    &dy,
-                    shape,
-                    &mut od.as_view_mut(),
-                    &mut ws,
-                )?
-            }
-        }
-        stream
-            .memcpy_dtoh(&od, out)
-            .map_err(driver("cuMemcpyDtoHAsync"))?;
-        stream.synchronize().map_err(driver("cuStreamSynchronize"))
-    }
-
-    /// `rsign`'s forward (`grad` is `None`) or backward pass (`grad` holds
-    /// `dy` and `dα`) on host memory.
-    pub(super) fn rsign<T: Element>(
-        cuda: &Cuda,
-        q: &Quantizer,
-        x: &[T],
-        alpha: &[T],
-        shape: &[usize],
-        out: &mut [T],
-        grad: Option<(&[T], &mut [T])>,
-    ) -> Result<()> {
-        if x.is_empty() {
-            // No rows: dα is an empty sum, which the kernels would also give.
-            if let Some((_, dalpha)) = grad {
-                dalpha.fill(T::from_f32(crate::scalar::rsign_dalpha(0.0)));
-            }
-            return Ok(());
-        }
-        let stream = cuda.context().default_stream();
-        let xd = stream.clone_htod(x).map_err(driver("cuMemcpyHtoDAsync"))?;
-        let ad = stream
-            .clone_htod(alpha)
-            .map_err(driver("cuMemcpyHtoDAsync"))?;
-        // SAFETY: every element is written by the kernels before the copy back.
-        let mut od = unsafe { stream.alloc::<T>(x.len()) }.map_err(driver("cuMemAllocAsync"))?;
-        match grad {
-            None => {
-                cuda.forward_with_thresholds(
-                    q,
-                    &stream,
-                    &xd.as_view(),
-                    &ad.as_view(),
-                    shape,
-                    &mut od.as_view_mut(),
-                )?;
-                stream
-                    .memcpy_dtoh(&od, out)
-                    .map_err(driver("cuMemcpyDtoHAsync"))?;
-            }
-            Some((dy, dalpha)) => {
-                let dyd = stream.clone_htod(dy).map_err(driver("cuMemcpyHtoDAsync"))?;
-                // SAFETY: as `od`.
-                let mut dad =
-                    unsafe { stream.alloc::<T>(alpha.len()) }.map_err(driver("cuMemAllocAsync"))?;
-                let mut ws = Workspace::new();
-                cuda.backward_with_thresholds(
-                    q,
-                    &stream,
-                    &xd.as_view(),
-                    &ad.as_view(),
-                    &dyd.as_view(),
-                    shape,
-                    &mut od.as_view_mut(),
-                    &mut dad.as_view_mut(),
-                    &mut ws,
-                )?;
-                stream
-                    .memcpy_dtoh(&od, out)
-                    .map_err(driver("cuMemcpyDtoHAsync"))?;
-                stream
-                    .memcpy_dtoh(&dad, dalpha)
-                    .map_err(driver("cuMemcpyDtoHAsync"))?;
-            }
-        }
-        stream.synchronize().map_err(driver("cuStreamSynchronize"))
-    }
-
-    /// [`Cuda::forward_with_mask`] on host memory; the buffers are checked.
-    pub(super) fn forward_with_mask<T: Element>(
-        cuda: &Cuda,
-        q: &Quantizer,
-        x: &[T],
-        shape: &[usize],
-        y: &mut [T],
-        mask: &mut [u32],
-        scale: &mut [T],
-    ) -> Result<()> {
-        if x.is_empty() {
-            // Shape [0, c]: no elements, and c channels whose mean is 0.
-            scale.fill(T::from_f32(0.0));
-            return Ok(());
-        }
-        let stream = cuda.context().default_stream();
-        let xd = stream.clone_htod(x).map_err(driver("cuMemcpyHtoDAsync"))?;
-        // SAFETY: the kernels write every element before the copies back.
-        let mut yd = unsafe { stream.alloc::<T>(y.len()) }.map_err(driver("cuMemAllocAsync"))?;
-        let mut md =
-            unsafe { stream.alloc::<u32>(mask.len()) }.map_err(driver("cuMemAllocAsync"))?;
-        let mut sd = match scale.len() {
-            0 => None,
-            n => Some(unsafe { stream.alloc::<T>(n) }.map_err(driver("cuMemAllocAsync"))?),
-        };
-        cuda.forward_with_mask(
-            q,
-            &stream,
-            &xd.as_view(),
-            shape,
-            &mut yd.as_view_mut(),
-            &mut md.as_view_mut(),
-            sd.as_mut().map(|s| s.as_view_mut()).as_mut(),
-            &mut Workspace::new(),
-        )?;
-        stream
-            .memcpy_dtoh(&yd, y)
-            .map_err(driver("cuMemcpyDtoHAsync"))?;
-        stream
-            .memcpy_dtoh(&md, mask)
-            .map_err(driver("cuMemcpyDtoHAsync"))?;
-        if let Some(sd) = &sd {
-            stream
-                .memcpy_dtoh(sd, scale)
-                .map_err(driver("cuMemcpyDtoHAsync"))?;
-        }
-        stream.synchronize().map_err(driver("cuStreamSynchronize"))
-    }
-
-    /// [`Cuda::backward_from_mask`] on host memory; the buffers are checked.
-    pub(super) fn backward_from_mask<T: Element>(
-        cuda: &Cuda,
-        q: &Quantizer,
-        mask: &[u32],
-        scale: &[T],
-        dy: &[T],
-        shape: &[usize],
-        dx: &mut [T],
-    ) -> Result<()> {
-        if dy.is_empty() {
-            return Ok(());
-        }
-        let stream = cuda.context().default_stream();
-        let md = stream
-            .clone_htod(mask)
-            .map_err(driver("cuMemcpyHtoDAsync"))?;
-        let sd = match scale.len() {
-            0 => None,
-            _ => Some(
-                stream
-                    .clone_htod(scale)
-                    .map_err(driver("cuMemcpyHtoDAsync"))?,
-            ),
-        };
-        let dyd = stream.clone_htod(dy).map_err(driver("cuMemcpyHtoDAsync"))?;
-        // SAFETY: the kernel writes every element before the copy back.
-        let mut dxd = unsafe { stream.alloc::<T>(dx.len()) }.map_err(driver("cuMemAllocAsync"))?;
-        cuda.backward_from_mask(
-            q,
-            &stream,
-            &md.as_view(),
-            sd.as_ref().map(|s| s.as_view()).as_ref(),
-            &dyd.as_view(),
-            shape,
-            &mut dxd.as_view_mut(),
-        )?;
-        stream
-            .memcpy_dtoh(&dxd, dx)
-            .map_err(driver("cuMemcpyDtoHAsync"))?;
-        stream.synchronize().map_err(driver("cuStreamSynchronize"))
     }
 }

@@ -62,8 +62,8 @@
 //! the previous signs packed as above, 1 bit per weight, where the weights
 //! are (host or GPU memory).
 
-use crate::api::check_shape;
 use crate::backend::Backend;
+use crate::call::check_shape;
 use crate::cpu;
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -528,11 +528,11 @@ impl FlipRatio {
     }
 }
 
-/// Host-memory calls on the CUDA backend: copy in, run, copy out, wait.
+/// Host-memory calls on the CUDA backend, staged through the device.
 #[cfg(lowbit_cuda)]
 mod host {
     use super::Flips;
-    use crate::cuda::driver;
+    use crate::cuda::staging::Staging;
     use crate::cuda::{Cuda, DeviceFlipRatio};
     use crate::element::Element;
     use crate::error::Result;
@@ -543,19 +543,16 @@ mod host {
         shape: &[usize],
         packed: &mut [u32],
     ) -> Result<()> {
-        if packed.is_empty() {
+        let s = Staging::new(cuda);
+        // SAFETY: the kernel writes every word.
+        let (xd, mut pd) = (s.upload(x)?, unsafe { s.output::<u32>(packed.len())? });
+        // No words (no channels) is nothing to do.
+        let (Some(xv), Some(pv)) = (&xd, &mut pd) else {
             return Ok(());
-        }
-        let stream = cuda.context().default_stream();
-        let xd = stream.clone_htod(x).map_err(driver("cuMemcpyHtoDAsync"))?;
-        // SAFETY: the kernel writes every word before the copy back.
-        let mut pd =
-            unsafe { stream.alloc::<u32>(packed.len()) }.map_err(driver("cuMemAllocAsync"))?;
-        cuda.pack(&stream, &xd.as_view(), shape, &mut pd.as_view_mut())?;
-        stream
-            .memcpy_dtoh(&pd, packed)
-            .map_err(driver("cuMemcpyDtoHAsync"))?;
-        stream.synchronize().map_err(driver("cuStreamSynchronize"))
+        };
+        cuda.pack(s.stream(), &xv.as_view(), shape, &mut pv.as_view_mut())?;
+        s.download(&pd, packed)?;
+        s.finish()
     }
 
     pub(super) fn unpack<T: Element>(
@@ -565,31 +562,25 @@ mod host {
         scale: Option<&[f32]>,
         y: &mut [T],
     ) -> Result<()> {
-        if y.is_empty() {
+        let s = Staging::new(cuda);
+        let (pd, sd) = (s.upload(packed)?, scale.map(|v| s.upload(v)).transpose()?);
+        // SAFETY: the kernel writes every element.
+        let mut yd = unsafe { s.output::<T>(y.len())? };
+        // An empty tensor is nothing to do.
+        let (Some(pv), Some(yv)) = (&pd, &mut yd) else {
             return Ok(());
-        }
-        let stream = cuda.context().default_stream();
-        let pd = stream
-            .clone_htod(packed)
-            .map_err(driver("cuMemcpyHtoDAsync"))?;
-        let sd = match scale {
-            Some(s) => Some(stream.clone_htod(s).map_err(driver("cuMemcpyHtoDAsync"))?),
-            None => None,
         };
-        // SAFETY: the kernel writes every element before the copy back.
-        let mut yd = unsafe { stream.alloc::<T>(y.len()) }.map_err(driver("cuMemAllocAsync"))?;
-        let sv = sd.as_ref().map(|s| s.as_view());
+        let sd = sd.flatten();
+        let sv = sd.as_ref().map(|sd| sd.as_view());
         cuda.unpack(
-            &stream,
-            &pd.as_view(),
+            s.stream(),
+            &pv.as_view(),
             shape,
             sv.as_ref(),
-            &mut yd.as_view_mut(),
+            &mut yv.as_view_mut(),
         )?;
-        stream
-            .memcpy_dtoh(&yd, y)
-            .map_err(driver("cuMemcpyDtoHAsync"))?;
-        stream.synchronize().map_err(driver("cuStreamSynchronize"))
+        s.download(&yd, y)?;
+        s.finish()
     }
 
     pub(super) fn update<T: Element>(
@@ -598,13 +589,11 @@ mod host {
         values: &[T],
     ) -> Result<Flips> {
         state.tracker.check(values.len())?;
-        if values.is_empty() {
-            return Ok(state.tracker.record(0));
+        let s = Staging::new(cuda);
+        match s.upload(values)? {
+            // Waits for the count of flips itself.
+            Some(vd) => cuda.update_flip_ratio(s.stream(), &vd.as_view(), state),
+            None => Ok(state.tracker.record(0)),
         }
-        let stream = cuda.context().default_stream();
-        let vd = stream
-            .clone_htod(values)
-            .map_err(driver("cuMemcpyHtoDAsync"))?;
-        cuda.update_flip_ratio(&stream, &vd.as_view(), state)
     }
 }

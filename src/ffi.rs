@@ -1,34 +1,26 @@
 //! What the C ABI (the `lowbit-capi` crate, `capi/`) needs of lowbit's
-//! insides: the checks the Rust calls make, so that a C call is refused for
-//! the same reasons, and the process-wide CUDA state (`cuda/registry.rs`)
-//! for callers that bring only a stream.
+//! insides: the call description the Rust calls check against, so that a C
+//! call is refused for the same reasons, and the process-wide CUDA state
+//! (`cuda/registry.rs`) for callers that bring only a stream.
 //! Hidden from the documentation: not part of the Rust API, and changed
 //! with lowbit's insides.
 
+use crate::call::Call;
+pub use crate::call::Pass;
+use crate::element::DType;
 use crate::error::Result;
 use crate::quantizer::Quantizer;
 
 /// The element count of `shape` (refused where it overflows) and its
 /// channel count (the last axis; 1 for a scalar).
 pub fn check_shape(shape: &[usize]) -> Result<(usize, usize)> {
-    crate::api::check_shape(shape, &[])
+    crate::call::check_shape(shape, &[])
 }
 
-/// Refuses, on the plain calls, a quantizer that needs thresholds.
-pub fn check_plain(q: &Quantizer) -> Result<()> {
-    crate::api::check_plain(q)
-}
-
-/// Refuses, on the calls with thresholds, a quantizer that takes none;
-/// returns the element and channel counts of `shape`.
-pub fn check_thresholds(q: &Quantizer, shape: &[usize]) -> Result<(usize, usize)> {
-    crate::api::check_thresholds(q, shape, &[], &[])
-}
-
-/// Refuses, on the masked calls, a quantizer whose backward needs more
-/// than the mask (and the saved scale).
-pub fn check_maskable(q: &Quantizer) -> Result<()> {
-    crate::mask::masked_op(q, crate::DType::F32).map(|_| ())
+/// Refuses what `pass` cannot run (the quantizer, the shape) for the
+/// reason the Rust call gives.
+pub fn check(q: &Quantizer, dtype: DType, pass: Pass, shape: &[usize]) -> Result<()> {
+    Call::new(q, dtype, pass, shape).map(|_| ())
 }
 
 /// Runs `f` with the kernels of `stream`'s context, `stream`'s workspace

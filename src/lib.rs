@@ -40,6 +40,7 @@ pub mod scalar;
 mod api;
 mod backend;
 pub mod bits;
+mod call;
 mod cpu;
 #[cfg(lowbit_cuda)]
 pub mod cuda;

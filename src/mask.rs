@@ -13,12 +13,10 @@
 //! bits of the last word are 0, and a tensor of `len` elements takes
 //! [`mask_words`]`(len)` words.
 
-use crate::api::{check_shape, dims};
-use crate::cpu;
+use crate::api::on_host;
+use crate::call::{Call, Host, Pass};
 use crate::element::{DType, Element};
-use crate::error::{Error, Result};
-pub(crate) use crate::op::not_maskable;
-use crate::op::{Direction, Op, Reduction, Window};
+use crate::error::Result;
 use crate::quantizer::Quantizer;
 
 /// Elements per mask word (`u32`).
@@ -33,63 +31,6 @@ pub const MASK_BITS: usize = 32;
 /// ```
 pub fn mask_words(len: usize) -> usize {
     len.div_ceil(MASK_BITS)
-}
-
-/// The op of a masked call and its window, or [`Error::NotMaskable`] where
-/// `q`'s gradient needs `x` itself rather than one bit per element.
-pub(crate) fn masked_op(q: &Quantizer, dtype: DType) -> Result<(Op, Window)> {
-    Op::new(q, dtype)
-        .and_then(|op| op.window.map(|w| (op, w)))
-        .ok_or_else(|| not_maskable(q))
-}
-
-/// Elements of the scale a masked forward saves: one per channel where the
-/// gradient reads a per-channel reduction (magnitude_aware_sign), else none.
-pub(crate) fn scale_len(op: &Op, channels: usize) -> usize {
-    match op.reduction(Direction::Backward) {
-        Reduction::ChannelMeanAbs => channels,
-        _ => 0,
-    }
-}
-
-/// A masked call, checked: its op, window, element count and channel count.
-pub(crate) struct Checked {
-    pub(crate) op: Op,
-    pub(crate) window: Window,
-    pub(crate) len: usize,
-    pub(crate) channels: usize,
-}
-
-/// Checks every buffer of a masked call before anything is written: the
-/// quantizer, the tensors against `shape`, the mask and the scale.
-pub(crate) fn check(
-    q: &Quantizer,
-    dtype: DType,
-    shape: &[usize],
-    tensors: &[(&'static str, usize)],
-    mask_len: usize,
-    scale_len: usize,
-) -> Result<Checked> {
-    let (op, window) = masked_op(q, dtype)?;
-    let (len, channels) = check_shape(shape, tensors)?;
-    for (buffer, expected, len) in [
-        ("mask", mask_words(len), mask_len),
-        ("scale", self::scale_len(&op, channels), scale_len),
-    ] {
-        if len != expected {
-            return Err(Error::BufferLength {
-                buffer,
-                expected,
-                len,
-            });
-        }
-    }
-    Ok(Checked {
-        op,
-        window,
-        len,
-        channels,
-    })
 }
 
 impl Quantizer {
@@ -110,7 +51,7 @@ impl Quantizer {
     /// # Ok::<(), lowbit::Error>(())
     /// ```
     pub fn supports_mask(&self) -> bool {
-        masked_op(self, DType::F32).is_ok()
+        Call::new(self, DType::F32, Pass::ForwardWithMask, &[]).is_ok()
     }
 
     /// Elements of the scale [`forward_with_mask`](Self::forward_with_mask)
@@ -126,8 +67,9 @@ impl Quantizer {
     /// # Ok::<(), lowbit::Error>(())
     /// ```
     pub fn saved_scale_len(&self, shape: &[usize]) -> Result<usize> {
-        let (_, channels) = check_shape(shape, &[])?;
-        Ok(masked_op(self, DType::F32).map_or(0, |(op, _)| scale_len(&op, channels)))
+        crate::call::check_shape(shape, &[])?;
+        // A quantizer that saves no mask saves no scale.
+        Ok(Call::new(self, DType::F32, Pass::ForwardWithMask, shape).map_or(0, |c| c.scale_len()))
     }
 
     /// [`forward`](Self::forward), and the 1-bit mask of where the gradient
@@ -172,21 +114,7 @@ impl Quantizer {
         mask: &mut [u32],
         scale: &mut [T],
     ) -> Result<()> {
-        let tensors = [("x", x.len()), ("y", y.len())];
-        let Checked {
-            op,
-            window,
-            len,
-            channels,
-        } = check(self, T::DTYPE, shape, &tensors, mask.len(), scale.len())?;
-        if len == 0 {
-            // A channel with no elements has mean |x| 0; `scale`, checked
-            // to hold one per channel, bounds them.
-            scale.fill(T::from_f32(0.0));
-            return Ok(());
-        }
-        let dims = dims(shape, len, channels);
-        cpu::pool::run(|| cpu::mask::forward(&op, window, x, dims, y, mask, scale))
+        on_host(self, shape, Host::forward_with_mask(x, y, mask, scale))
     }
 
     /// `dx = dq/dx · dy` from the `mask` (and, for `magnitude_aware_sign`,
@@ -225,13 +153,6 @@ impl Quantizer {
         shape: &[usize],
         dx: &mut [T],
     ) -> Result<()> {
-        let tensors = [("dy", dy.len()), ("dx", dx.len())];
-        let Checked {
-            op, len, channels, ..
-        } = check(self, T::DTYPE, shape, &tensors, mask.len(), scale.len())?;
-        if len == 0 {
-            return Ok(());
-        }
-        cpu::pool::run(|| cpu::mask::backward(&op, mask, scale, dy, channels, dx))
+        on_host(self, shape, Host::backward_from_mask(mask, scale, dy, dx))
     }
 }

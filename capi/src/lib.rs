@@ -19,7 +19,8 @@ use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use lowbit::{DType, Element, Error, Quantizer, bf16, f16, ffi};
+use lowbit::ffi::{self, Pass};
+use lowbit::{DType, Element, Error, Quantizer, bf16, f16};
 
 /// Status codes; `LOWBIT_OK` is 0.
 #[repr(C)]
@@ -450,13 +451,16 @@ unsafe fn on_device(
 ) -> Outcome<()> {
     let (n, c) = (s.len, s.channels);
     let device_null = || Err(null("a device pointer"));
+    // The dtype is checked where each call checked it before the pointers.
+    let dt = || dtype_of(dtype);
+    let check = |pass| ffi::check(q, dt()?, pass, s.dims).map_err(fail);
     let masked =
-        |input: *const c_void, out: *mut c_void, mask: *const u32, scale: *const c_void| {
+        |pass, input: *const c_void, out: *mut c_void, mask: *const u32, scale: *const c_void| {
             if n > 0 && (input.is_null() || out.is_null() || mask.is_null()) {
                 return device_null();
             }
-            check_bytes(n, dtype_of(dtype)?.size(), "the tensor")?;
-            ffi::check_maskable(q).map_err(fail)?;
+            check_bytes(n, dt()?.size(), "the tensor")?;
+            check(pass)?;
             if q.saved_scale_len(s.dims).map_err(fail)? > 0 && scale.is_null() {
                 return Err(null("scale"));
             }
@@ -467,13 +471,19 @@ unsafe fn on_device(
             if n > 0 && (x.is_null() || out.is_null() || dy.is_some_and(|p| p.is_null())) {
                 return device_null();
             }
-            check_bytes(n, dtype_of(dtype)?.size(), "the tensor")?;
-            ffi::check_plain(q).map_err(fail)?;
+            check_bytes(n, dt()?.size(), "the tensor")?;
+            check(match dy {
+                None => Pass::Forward,
+                Some(_) => Pass::Backward,
+            })?;
         }
-        SaveMask(x, y, mask, scale) => masked(x, y, mask, scale)?,
-        FromMask(mask, scale, dy, dx) => masked(dy, dx, mask, scale)?,
+        SaveMask(x, y, mask, scale) => masked(Pass::ForwardWithMask, x, y, mask, scale)?,
+        FromMask(mask, scale, dy, dx) => masked(Pass::BackwardFromMask, dy, dx, mask, scale)?,
         Thresholds(x, alpha, out, grad) => {
-            ffi::check_thresholds(q, s.dims).map_err(fail)?;
+            check(match grad {
+                None => Pass::ForwardWithThresholds,
+                Some(_) => Pass::BackwardWithThresholds,
+            })?;
             let (dy, dalpha) = grad.unzip();
             if n > 0 && (x.is_null() || out.is_null() || dy.is_some_and(|p| p.is_null())) {
                 return device_null();
@@ -481,11 +491,11 @@ unsafe fn on_device(
             if c > 0 && (alpha.is_null() || dalpha.is_some_and(|p| p.is_null())) {
                 return device_null();
             }
-            check_bytes(n, dtype_of(dtype)?.size(), "the tensor")?;
+            check_bytes(n, dt()?.size(), "the tensor")?;
         }
     }
     // SAFETY: forwarded from the caller's contract.
-    unsafe { device::launch(q, dtype_of(dtype)?, b, s.dims, stream) }.map_err(fail)
+    unsafe { device::launch(q, dt()?, b, s.dims, stream) }.map_err(fail)
 }
 
 /// The launches, each on the workspace of its stream (lowbit's registry).

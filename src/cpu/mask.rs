@@ -18,10 +18,9 @@ const _: () = assert!(CHUNK.is_multiple_of(MASK_BITS) && BLOCK.is_multiple_of(MA
 /// `y = q(x)` as [`super::forward`] computes it, the mask of where the
 /// gradient passes (`window`, the op's), and the scale the backward pass
 /// needs (magnitude_aware_sign). The caller checked every length
-/// ([`crate::mask::check`]).
+/// ([`crate::call::Call::check`]).
 pub(crate) fn forward<T: Element>(
     op: &Op,
-    window: Window,
     x: &[T],
     dims: Dims,
     y: &mut [T],
@@ -33,6 +32,8 @@ pub(crate) fn forward<T: Element>(
         all_pass(mask, x.len());
         return;
     }
+    // A masked call's op has a window (`Call::new`).
+    let window = op.window.unwrap_or(Window::Everywhere);
     let reduced = reduce(op.reduction(Direction::Forward), x, dims);
     with_functor!(op.functor, |f| map_mask(
         x,

@@ -20,7 +20,9 @@ pub(crate) mod rsign;
 
 use rayon::prelude::*;
 
+use crate::call::{Call, Host, Pass};
 use crate::element::Element;
+use crate::error::Result;
 use crate::op::{Direction, Elementwise, Index, Op, Reduction, with_functor};
 use crate::scalar;
 
@@ -76,6 +78,31 @@ pub(crate) fn reduce<T: Element>(r: Reduction, x: &[T], dims: Dims) -> Reduced {
         Reduction::ChannelMeanAbs => Reduced::Each(reduce::channel_mean_abs(x, dims.channels)),
         Reduction::RowMeanAbs => Reduced::Each(reduce::row_mean_abs(x, dims.inner)),
     }
+}
+
+/// Runs a checked call on host buffers, on lowbit's worker threads.
+pub(crate) fn run<T: Element>(call: &Call, t: Host<'_, T>) -> Result<()> {
+    // With no elements the channel count is unbounded by any tensor
+    // (`[0, 1 << 62]` is valid): nothing may be sized from it.
+    if call.len == 0 {
+        call.fill_empty(t.scale_out, t.dalpha);
+        return Ok(());
+    }
+    let dims = call.dims();
+    pool::run(|| match (call.pass, call.op()) {
+        (Pass::Forward, Some(op)) => forward(op, t.x, dims, t.out),
+        (Pass::Backward, Some(op)) => backward(op, t.x, t.dy, dims, t.out),
+        (Pass::ForwardWithMask, Some(op)) => {
+            mask::forward(op, t.x, dims, t.out, t.mask_out, t.scale_out)
+        }
+        (Pass::BackwardFromMask, Some(op)) => {
+            mask::backward(op, t.mask, t.scale, t.dy, dims.channels, t.out)
+        }
+        (Pass::ForwardWithThresholds, _) => rsign::forward(t.x, t.alpha, t.out),
+        (Pass::BackwardWithThresholds, _) => rsign::backward(t.x, t.alpha, t.dy, t.out, t.dalpha),
+        // `Call::new` gives every other pass an op.
+        (pass, None) => unreachable!("{pass:?} without an op"),
+    })
 }
 
 /// `y = q(x)`. Buffers have equal lengths, at least one element, and `dims`

@@ -7,31 +7,15 @@ use std::sync::Arc;
 use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, sys as cu};
 
 use super::kernels::{Kernel, Masked, Single, Typed};
-use super::plan::{self, Arg, Args, Direction, Plan, Step};
+use super::plan::{self, Addresses, Arg, Args, Direction, Plan, Step};
 use super::sys::LOWBIT_THREADS;
 use super::{Cuda, Workspace};
-use crate::api::check_shape;
+use crate::call::{Buffers, Call, Pass};
 use crate::element::{DType, Element};
-use crate::error::{Error, Result};
-use crate::mask::{self, MASK_BITS, mask_words};
-use crate::op::{Functor, Op, Window};
+use crate::error::Result;
+use crate::mask::{MASK_BITS, mask_words};
+use crate::op::{Functor, Op, Reduction, Window};
 use crate::quantizer::Quantizer;
-
-/// Device addresses of a masked call; a field the call does not use is 0.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct MaskBuffers {
-    /// Forward only.
-    pub x: u64,
-    /// Backward only.
-    pub dy: u64,
-    /// `y` or `dx`.
-    pub out: u64,
-    pub mask: u64,
-    /// The per-channel scale (magnitude_aware_sign only).
-    pub scale: u64,
-    /// Forward only: the reductions' scratch, as for the unmasked forward.
-    pub workspace: u64,
-}
 
 /// Blocks for `len` elements: a warp per mask word, or a thread per element.
 fn grid(len: usize) -> u32 {
@@ -64,15 +48,10 @@ fn masked(functor: &Functor) -> Option<Masked> {
 /// one kernel writing `y`, the mask and (magnitude_aware_sign) the scale.
 /// Where every bit passes, `y` is the unmasked forward's and a second kernel
 /// sets the bits.
-pub(crate) fn forward_plan(
-    op: &Op,
-    window: Window,
-    len: usize,
-    channels: usize,
-    bufs: MaskBuffers,
-) -> Plan {
+pub(crate) fn forward_plan(op: &Op, len: usize, channels: usize, bufs: Addresses) -> Plan {
     // An empty tensor still has its channels' scales (0) to write.
-    if len == 0 && mask::scale_len(op, channels) == 0 {
+    let scales = if has_scale(op) { channels } else { 0 };
+    if len == 0 && scales == 0 {
         return Plan::new();
     }
     let dir = Direction::Forward;
@@ -80,14 +59,8 @@ pub(crate) fn forward_plan(
     let dims = [len, channels, 1];
     let reduced = plan::reduced_ptr(op, dir, dims, bufs.workspace);
     let params = Arg::Elementwise(plan::elementwise_params(op, len, channels, 1, reduced));
-    if window == Window::Everywhere {
-        let unmasked = plan::Buffers {
-            x: bufs.x,
-            dy: 0,
-            out: bufs.out,
-            workspace: bufs.workspace,
-        };
-        let mut steps = plan::plan(op, dir, len, channels, 1, unmasked);
+    if op.window == Some(Window::Everywhere) {
+        let mut steps = plan::plan(op, dir, len, channels, 1, bufs);
         let kernel = Kernel::Single(Single::AllPassMask);
         steps.push(launch(kernel, len, &[params, Arg::Ptr(bufs.mask)]));
         return steps;
@@ -106,7 +79,7 @@ pub(crate) fn forward_plan(
 /// The one step of a backward pass from a mask: `dy` where the bit is set
 /// (times the saved scale for magnitude_aware_sign), or a copy where every
 /// bit is.
-pub(crate) fn backward_plan(op: &Op, len: usize, channels: usize, bufs: MaskBuffers) -> Plan {
+pub(crate) fn backward_plan(op: &Op, len: usize, channels: usize, bufs: Addresses) -> Plan {
     if len == 0 {
         return Plan::new();
     }
@@ -131,17 +104,10 @@ pub(crate) fn backward_plan(op: &Op, len: usize, channels: usize, bufs: MaskBuff
     ))
 }
 
-/// A raw call's scale pointer: 0 is fine only where no scale is saved.
-fn check_raw_scale(op: &Op, channels: usize, scale: cu::CUdeviceptr) -> Result<()> {
-    let expected = mask::scale_len(op, channels);
-    if expected > 0 && scale == 0 {
-        return Err(Error::BufferLength {
-            buffer: "scale",
-            expected,
-            len: 0,
-        });
-    }
-    Ok(())
+/// Whether the masked forward saves a scale (magnitude_aware_sign): its
+/// backward reads a per-channel reduction.
+fn has_scale(op: &Op) -> bool {
+    op.reduction(Direction::Backward) == Reduction::ChannelMeanAbs
 }
 
 impl Cuda {
@@ -161,39 +127,26 @@ impl Cuda {
         scale: Option<&mut CudaViewMut<'_, T>>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        let scale_len = scale.as_ref().map_or(0, |s| s.len());
-        let tensors = [("x", x.len()), ("y", y.len())];
-        let mask::Checked {
-            op,
-            window,
-            len,
-            channels,
-        } = mask::check(q, T::DTYPE, shape, &tensors, mask.len(), scale_len)?;
-        let need = plan::layout(&op, Direction::Forward, len, channels, 1).bytes;
-        ws.reserve(self, stream, need)?;
-        let wp = ws.ptr(stream.cu_stream(), need)?;
-        let (xp, _x) = x.device_ptr(stream);
-        let (yp, _y) = y.device_ptr_mut(stream);
-        let (mp, _m) = mask.device_ptr_mut(stream);
-        let (sp, _s) = match scale {
-            Some(s) => {
-                let (p, guard) = s.device_ptr_mut(stream);
-                (p, Some(guard))
-            }
-            None => (0, None),
+        let call = Call::new(q, T::DTYPE, Pass::ForwardWithMask, shape)?;
+        call.check(&Buffers {
+            x: x.len(),
+            out: y.len(),
+            mask: mask.len(),
+            scale: scale.as_ref().map_or(0, |s| s.len()),
+            ..Buffers::default()
+        })?;
+        let (x, _x) = x.device_ptr(stream);
+        let (out, _y) = y.device_ptr_mut(stream);
+        let (mask, _m) = mask.device_ptr_mut(stream);
+        let (scale, _s) = scale.map(|s| s.device_ptr_mut(stream)).unzip();
+        let at = Buffers {
+            x,
+            out,
+            mask,
+            scale: scale.unwrap_or(0),
+            ..Buffers::default()
         };
-        let bufs = MaskBuffers {
-            x: xp,
-            out: yp,
-            mask: mp,
-            scale: sp,
-            workspace: wp,
-            ..Default::default()
-        };
-        let steps = forward_plan(&op, window, len, channels, bufs);
-        // SAFETY: the pointers come from live cudarc buffers of the checked
-        // lengths, ordered on `stream` by the guards above.
-        unsafe { self.run(&steps, stream.cu_stream()) }
+        self.enqueue(&call, stream, &at, ws)
     }
 
     /// [`Quantizer::backward_from_mask`] on `stream`, asynchronously, from
@@ -210,32 +163,26 @@ impl Cuda {
         shape: &[usize],
         dx: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
-        let scale_len = scale.map_or(0, |s| s.len());
-        let tensors = [("dy", dy.len()), ("dx", dx.len())];
-        let mask::Checked {
-            op, len, channels, ..
-        } = mask::check(q, T::DTYPE, shape, &tensors, mask.len(), scale_len)?;
-        self.check_stream(stream)?;
-        let (mp, _m) = mask.device_ptr(stream);
-        let (sp, _s) = match scale {
-            Some(s) => {
-                let (p, guard) = s.device_ptr(stream);
-                (p, Some(guard))
-            }
-            None => (0, None),
+        let call = Call::new(q, T::DTYPE, Pass::BackwardFromMask, shape)?;
+        call.check(&Buffers {
+            mask: mask.len(),
+            scale: scale.map_or(0, |s| s.len()),
+            dy: dy.len(),
+            out: dx.len(),
+            ..Buffers::default()
+        })?;
+        let (mask, _m) = mask.device_ptr(stream);
+        let (scale, _s) = scale.map(|s| s.device_ptr(stream)).unzip();
+        let (dy, _dy) = dy.device_ptr(stream);
+        let (out, _dx) = dx.device_ptr_mut(stream);
+        let at = Buffers {
+            mask,
+            scale: scale.unwrap_or(0),
+            dy,
+            out,
+            ..Buffers::default()
         };
-        let (dyp, _dy) = dy.device_ptr(stream);
-        let (dxp, _dx) = dx.device_ptr_mut(stream);
-        let bufs = MaskBuffers {
-            dy: dyp,
-            out: dxp,
-            mask: mp,
-            scale: sp,
-            ..Default::default()
-        };
-        let steps = backward_plan(&op, len, channels, bufs);
-        // SAFETY: as in `forward_with_mask`.
-        unsafe { self.run(&steps, stream.cu_stream()) }
+        self.enqueue(&call, stream, &at, &mut Workspace::new())
     }
 
     /// [`forward_with_mask`](Self::forward_with_mask) on raw device pointers
@@ -262,23 +209,16 @@ impl Cuda {
         scale: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
-        let (op, window) = mask::masked_op(q, dtype)?;
-        let (len, channels) = check_shape(shape, &[])?;
-        check_raw_scale(&op, channels, scale)?;
-        let need = plan::layout(&op, Direction::Forward, len, channels, 1).bytes;
-        // SAFETY: the caller vouches for the stream.
-        unsafe { self.check_raw_stream(stream)? };
-        let bufs = MaskBuffers {
+        let call = Call::new(q, dtype, Pass::ForwardWithMask, shape)?;
+        let at = Buffers {
             x,
             out: y,
             mask,
             scale,
-            workspace: ws.ptr(stream, need)?,
-            ..Default::default()
+            ..Buffers::default()
         };
-        let steps = forward_plan(&op, window, len, channels, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
-        unsafe { self.run(&steps, stream) }
+        unsafe { self.enqueue_raw(&call, stream, &at, ws) }
     }
 
     /// [`backward_from_mask`](Self::backward_from_mask) on raw device
@@ -299,35 +239,32 @@ impl Cuda {
         shape: &[usize],
         dx: cu::CUdeviceptr,
     ) -> Result<()> {
-        let (op, _) = mask::masked_op(q, dtype)?;
-        let (len, channels) = check_shape(shape, &[])?;
-        check_raw_scale(&op, channels, scale)?;
-        // SAFETY: the caller vouches for the stream.
-        unsafe { self.check_raw_stream(stream)? };
-        let bufs = MaskBuffers {
-            dy,
-            out: dx,
+        let call = Call::new(q, dtype, Pass::BackwardFromMask, shape)?;
+        let at = Buffers {
             mask,
             scale,
-            ..Default::default()
+            dy,
+            out: dx,
+            ..Buffers::default()
         };
-        let steps = backward_plan(&op, len, channels, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
-        unsafe { self.run(&steps, stream) }
+        unsafe { self.enqueue_raw(&call, stream, &at, &Workspace::new()) }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
-    const BUFS: MaskBuffers = MaskBuffers {
+    const BUFS: Addresses = Addresses {
         x: 0x1000,
         dy: 0x2000,
         out: 0x3000,
         mask: 0x5000,
         scale: 0x6000,
         workspace: 0x4000,
+        ..Addresses::NONE
     };
 
     const SPECS: &[&str] = &[
@@ -349,10 +286,10 @@ mod tests {
         dtype: DType,
         len: usize,
         channels: usize,
-        bufs: MaskBuffers,
+        bufs: Addresses,
     ) -> Result<Plan> {
-        let (op, window) = mask::masked_op(q, dtype)?;
-        Ok(forward_plan(&op, window, len, channels, bufs))
+        let call = Call::new(q, dtype, Pass::ForwardWithMask, &[])?;
+        Ok(forward_plan(call.op().unwrap(), len, channels, bufs))
     }
 
     fn backward_plan_of(
@@ -360,10 +297,10 @@ mod tests {
         dtype: DType,
         len: usize,
         channels: usize,
-        bufs: MaskBuffers,
+        bufs: Addresses,
     ) -> Result<Plan> {
-        let (op, _) = mask::masked_op(q, dtype)?;
-        Ok(backward_plan(&op, len, channels, bufs))
+        let call = Call::new(q, dtype, Pass::BackwardFromMask, &[])?;
+        Ok(backward_plan(call.op().unwrap(), len, channels, bufs))
     }
 
     fn q(spec: &str) -> Quantizer {
@@ -464,8 +401,9 @@ mod tests {
         let Arg::Elementwise(p) = args[0] else {
             panic!()
         };
-        let (op, _) = mask::masked_op(&mas, DType::BF16).unwrap();
-        let lay = plan::layout(&op, Direction::Forward, 6400, 64, 1);
+        let call = Call::new(&mas, DType::BF16, Pass::ForwardWithMask, &[]).unwrap();
+        let op = call.op().unwrap();
+        let lay = plan::layout(op, Direction::Forward, 6400, 64, 1);
         assert_eq!(p.reduced as u64, BUFS.workspace + lay.reduced as u64);
         assert_eq!(p.channels, 64);
 

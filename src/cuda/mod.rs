@@ -13,6 +13,7 @@ mod mask;
 mod plan;
 pub(crate) mod probe;
 pub(crate) mod registry;
+pub(crate) mod staging;
 
 use std::sync::Arc;
 
@@ -22,12 +23,12 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::api::{check_shape, check_thresholds, first_axis_inner, plain_op};
+use crate::call::{Buffers, Call, Pass, check_shape, first_axis_inner};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::quantizer::Quantizer;
 use kernels::Functions;
-use plan::{Buffers, Direction, RSignBuffers, Step};
+use plan::{Addresses, Direction, Step};
 
 pub use bits::DeviceFlipRatio;
 
@@ -159,24 +160,20 @@ impl Cuda {
         y: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        let op = plain_op(q, T::DTYPE)?;
-        let (len, channels) = check_shape(shape, &[("x", x.len()), ("y", y.len())])?;
-        let inner = first_axis_inner(shape, len);
-        let need = plan::layout(&op, Direction::Forward, len, channels, inner).bytes;
-        ws.reserve(self, stream, need)?;
-        let wp = ws.ptr(stream.cu_stream(), need)?;
-        let (xp, _x) = x.device_ptr(stream);
-        let (yp, _y) = y.device_ptr_mut(stream);
-        let bufs = Buffers {
-            x: xp,
-            dy: 0,
-            out: yp,
-            workspace: wp,
+        let call = Call::new(q, T::DTYPE, Pass::Forward, shape)?;
+        call.check(&Buffers {
+            x: x.len(),
+            out: y.len(),
+            ..Buffers::default()
+        })?;
+        let (x, _x) = x.device_ptr(stream);
+        let (out, _y) = y.device_ptr_mut(stream);
+        let at = Buffers {
+            x,
+            out,
+            ..Buffers::default()
         };
-        let steps = plan::plan(&op, Direction::Forward, len, channels, inner, bufs);
-        // SAFETY: the pointers come from live cudarc buffers of the checked
-        // lengths, ordered on `stream` by the guards above.
-        unsafe { self.run(&steps, stream.cu_stream()) }
+        self.enqueue(&call, stream, &at, ws)
     }
 
     /// `dx = dq/dx · dy` on `stream`, asynchronously.
@@ -191,25 +188,23 @@ impl Cuda {
         dx: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        let op = plain_op(q, T::DTYPE)?;
-        let (len, channels) =
-            check_shape(shape, &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
-        let inner = first_axis_inner(shape, len);
-        let need = plan::layout(&op, Direction::Backward, len, channels, inner).bytes;
-        ws.reserve(self, stream, need)?;
-        let wp = ws.ptr(stream.cu_stream(), need)?;
-        let (xp, _x) = x.device_ptr(stream);
-        let (dyp, _dy) = dy.device_ptr(stream);
-        let (dxp, _dx) = dx.device_ptr_mut(stream);
-        let bufs = Buffers {
-            x: xp,
-            dy: dyp,
-            out: dxp,
-            workspace: wp,
+        let call = Call::new(q, T::DTYPE, Pass::Backward, shape)?;
+        call.check(&Buffers {
+            x: x.len(),
+            dy: dy.len(),
+            out: dx.len(),
+            ..Buffers::default()
+        })?;
+        let (x, _x) = x.device_ptr(stream);
+        let (dy, _dy) = dy.device_ptr(stream);
+        let (out, _dx) = dx.device_ptr_mut(stream);
+        let at = Buffers {
+            x,
+            dy,
+            out,
+            ..Buffers::default()
         };
-        let steps = plan::plan(&op, Direction::Backward, len, channels, inner, bufs);
-        // SAFETY: as in `forward`.
-        unsafe { self.run(&steps, stream.cu_stream()) }
+        self.enqueue(&call, stream, &at, ws)
     }
 
     /// Bytes of workspace a call on a tensor of `shape` needs (0 for most
@@ -245,21 +240,14 @@ impl Cuda {
         y: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
-        let op = plain_op(q, dtype)?;
-        let (len, channels) = check_shape(shape, &[])?;
-        let inner = first_axis_inner(shape, len);
-        let need = plan::layout(&op, Direction::Forward, len, channels, inner).bytes;
-        // SAFETY: the caller vouches for the stream.
-        unsafe { self.check_raw_stream(stream)? };
-        let bufs = Buffers {
+        let call = Call::new(q, dtype, Pass::Forward, shape)?;
+        let at = Buffers {
             x,
-            dy: 0,
             out: y,
-            workspace: ws.ptr(stream, need)?,
+            ..Buffers::default()
         };
-        let steps = plan::plan(&op, Direction::Forward, len, channels, inner, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
-        unsafe { self.run(&steps, stream) }
+        unsafe { self.enqueue_raw(&call, stream, &at, ws) }
     }
 
     /// [`backward`](Self::backward) on raw device pointers and a raw stream.
@@ -278,21 +266,15 @@ impl Cuda {
         dx: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
-        let op = plain_op(q, dtype)?;
-        let (len, channels) = check_shape(shape, &[])?;
-        let inner = first_axis_inner(shape, len);
-        let need = plan::layout(&op, Direction::Backward, len, channels, inner).bytes;
-        // SAFETY: the caller vouches for the stream.
-        unsafe { self.check_raw_stream(stream)? };
-        let bufs = Buffers {
+        let call = Call::new(q, dtype, Pass::Backward, shape)?;
+        let at = Buffers {
             x,
             dy,
             out: dx,
-            workspace: ws.ptr(stream, need)?,
+            ..Buffers::default()
         };
-        let steps = plan::plan(&op, Direction::Backward, len, channels, inner, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
-        unsafe { self.run(&steps, stream) }
+        unsafe { self.enqueue_raw(&call, stream, &at, ws) }
     }
 
     /// `y = sign(x − α_c)` (`rsign`, ReActNet) on `stream`, asynchronously;
@@ -307,25 +289,23 @@ impl Cuda {
         shape: &[usize],
         y: &mut CudaViewMut<'_, T>,
     ) -> Result<()> {
-        let (len, channels) = check_thresholds(
-            q,
-            shape,
-            &[("x", x.len()), ("y", y.len())],
-            &[("alpha", alpha.len())],
-        )?;
-        self.check_stream(stream)?;
-        let (xp, _x) = x.device_ptr(stream);
-        let (ap, _a) = alpha.device_ptr(stream);
-        let (yp, _y) = y.device_ptr_mut(stream);
-        let bufs = RSignBuffers {
-            x: xp,
-            alpha: ap,
-            out: yp,
-            ..Default::default()
+        let call = Call::new(q, T::DTYPE, Pass::ForwardWithThresholds, shape)?;
+        call.check(&Buffers {
+            x: x.len(),
+            alpha: alpha.len(),
+            out: y.len(),
+            ..Buffers::default()
+        })?;
+        let (x, _x) = x.device_ptr(stream);
+        let (alpha, _a) = alpha.device_ptr(stream);
+        let (out, _y) = y.device_ptr_mut(stream);
+        let at = Buffers {
+            x,
+            alpha,
+            out,
+            ..Buffers::default()
         };
-        let steps = plan::plan_rsign(Direction::Forward, T::DTYPE, len, channels, bufs);
-        // SAFETY: as in `forward`.
-        unsafe { self.run(&steps, stream.cu_stream()) }
+        self.enqueue(&call, stream, &at, &mut Workspace::new())
     }
 
     /// `rsign`'s gradients on `stream`, asynchronously: `dx`, then
@@ -345,31 +325,29 @@ impl Cuda {
         dalpha: &mut CudaViewMut<'_, T>,
         ws: &mut Workspace,
     ) -> Result<()> {
-        let (len, channels) = check_thresholds(
-            q,
-            shape,
-            &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())],
-            &[("alpha", alpha.len()), ("dalpha", dalpha.len())],
-        )?;
-        let need = plan::rsign_layout(Direction::Backward, len, channels).bytes;
-        ws.reserve(self, stream, need)?;
-        let wp = ws.ptr(stream.cu_stream(), need)?;
-        let (xp, _x) = x.device_ptr(stream);
-        let (ap, _a) = alpha.device_ptr(stream);
-        let (dyp, _dy) = dy.device_ptr(stream);
-        let (dxp, _dx) = dx.device_ptr_mut(stream);
-        let (dap, _da) = dalpha.device_ptr_mut(stream);
-        let bufs = RSignBuffers {
-            x: xp,
-            alpha: ap,
-            dy: dyp,
-            out: dxp,
-            dalpha: dap,
-            workspace: wp,
+        let call = Call::new(q, T::DTYPE, Pass::BackwardWithThresholds, shape)?;
+        call.check(&Buffers {
+            x: x.len(),
+            alpha: alpha.len(),
+            dy: dy.len(),
+            out: dx.len(),
+            dalpha: dalpha.len(),
+            ..Buffers::default()
+        })?;
+        let (x, _x) = x.device_ptr(stream);
+        let (alpha, _a) = alpha.device_ptr(stream);
+        let (dy, _dy) = dy.device_ptr(stream);
+        let (out, _dx) = dx.device_ptr_mut(stream);
+        let (dalpha, _da) = dalpha.device_ptr_mut(stream);
+        let at = Buffers {
+            x,
+            alpha,
+            dy,
+            out,
+            dalpha,
+            ..Buffers::default()
         };
-        let steps = plan::plan_rsign(Direction::Backward, T::DTYPE, len, channels, bufs);
-        // SAFETY: as in `forward`.
-        unsafe { self.run(&steps, stream.cu_stream()) }
+        self.enqueue(&call, stream, &at, ws)
     }
 
     /// [`forward_with_thresholds`](Self::forward_with_thresholds) on raw
@@ -391,18 +369,15 @@ impl Cuda {
         shape: &[usize],
         y: cu::CUdeviceptr,
     ) -> Result<()> {
-        let (len, channels) = check_thresholds(q, shape, &[], &[])?;
-        // SAFETY: the caller vouches for the stream.
-        unsafe { self.check_raw_stream(stream)? };
-        let bufs = RSignBuffers {
+        let call = Call::new(q, dtype, Pass::ForwardWithThresholds, shape)?;
+        let at = Buffers {
             x,
             alpha,
             out: y,
-            ..Default::default()
+            ..Buffers::default()
         };
-        let steps = plan::plan_rsign(Direction::Forward, dtype, len, channels, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
-        unsafe { self.run(&steps, stream) }
+        unsafe { self.enqueue_raw(&call, stream, &at, &Workspace::new()) }
     }
 
     /// [`backward_with_thresholds`](Self::backward_with_thresholds) on raw
@@ -427,21 +402,56 @@ impl Cuda {
         dalpha: cu::CUdeviceptr,
         ws: &Workspace,
     ) -> Result<()> {
-        let (len, channels) = check_thresholds(q, shape, &[], &[])?;
-        let need = plan::rsign_layout(Direction::Backward, len, channels).bytes;
-        // SAFETY: the caller vouches for the stream.
-        unsafe { self.check_raw_stream(stream)? };
-        let bufs = RSignBuffers {
+        let call = Call::new(q, dtype, Pass::BackwardWithThresholds, shape)?;
+        let at = Buffers {
             x,
             alpha,
             dy,
             out: dx,
             dalpha,
-            workspace: ws.ptr(stream, need)?,
+            ..Buffers::default()
         };
-        let steps = plan::plan_rsign(Direction::Backward, dtype, len, channels, bufs);
         // SAFETY: the caller vouches for the pointers and the stream.
-        unsafe { self.run(&steps, stream) }
+        unsafe { self.enqueue_raw(&call, stream, &at, ws) }
+    }
+
+    /// Every call on cudarc buffers, once they are checked: the workspace
+    /// grown on `stream` (which also proves the stream is this context's),
+    /// the plan, the launches.
+    fn enqueue(
+        &self,
+        call: &Call,
+        stream: &Arc<CudaStream>,
+        at: &Buffers<u64>,
+        ws: &mut Workspace,
+    ) -> Result<()> {
+        let need = plan::workspace_bytes(call);
+        ws.reserve(self, stream, need)?;
+        let at = Addresses::new(at, ws.ptr(stream.cu_stream(), need)?);
+        // SAFETY: the addresses come from live cudarc buffers of the checked
+        // lengths, ordered on `stream` by the caller's guards.
+        unsafe { self.run(&plan::plan_call(call, at), stream.cu_stream()) }
+    }
+
+    /// Every raw call: no lengths to check, but no address may be missing,
+    /// the stream must be this context's and `ws` large enough already.
+    ///
+    /// # Safety
+    /// The raw calls' contract: the addresses hold what `call` needs.
+    unsafe fn enqueue_raw(
+        &self,
+        call: &Call,
+        stream: cu::CUstream,
+        at: &Buffers<u64>,
+        ws: &Workspace,
+    ) -> Result<()> {
+        call.check_addresses(at)?;
+        let need = plan::workspace_bytes(call);
+        // SAFETY: the caller vouches for the stream.
+        unsafe { self.check_raw_stream(stream)? };
+        let at = Addresses::new(at, ws.ptr(stream, need)?);
+        // SAFETY: the caller vouches for the pointers and the stream.
+        unsafe { self.run(&plan::plan_call(call, at), stream) }
     }
 
     /// Refuses a stream of another context: its kernels would run on

@@ -6,10 +6,12 @@
 use std::ffi::c_void;
 
 use super::kernels::{Family, Kernel, Single, Typed};
+use super::mask;
 use super::sys::{
     LOWBIT_REDUCE_BLOCKS, LOWBIT_REDUCE_THREADS, LOWBIT_THREADS, LOWBIT_VECTOR_BYTES, LowbitBits,
     LowbitElementwise, LowbitReduce,
 };
+use crate::call::{self, Call, Pass};
 use crate::cpu::rsign::channel_groups;
 use crate::element::DType;
 pub(crate) use crate::op::Direction;
@@ -134,16 +136,75 @@ impl std::ops::Deref for Plan {
     }
 }
 
-/// Device addresses a call works on. `workspace` holds the reductions'
-/// partials at offset 0 and their results at [`Layout::reduced`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Buffers {
+/// Device addresses a call works on: its buffers by role (0 where the call
+/// uses none), and the workspace, which holds the reductions' partials at
+/// offset 0 and their results at [`Layout::reduced`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Addresses {
     pub x: u64,
-    /// `dy` for backward; unused by forward.
+    pub alpha: u64,
     pub dy: u64,
+    pub mask: u64,
+    pub scale: u64,
     /// `y` or `dx`.
     pub out: u64,
+    pub dalpha: u64,
     pub workspace: u64,
+}
+
+impl Addresses {
+    /// No buffers: the base of the tests' address sets.
+    #[cfg(test)]
+    pub(crate) const NONE: Addresses = Addresses {
+        x: 0,
+        alpha: 0,
+        dy: 0,
+        mask: 0,
+        scale: 0,
+        out: 0,
+        dalpha: 0,
+        workspace: 0,
+    };
+
+    pub(crate) fn new(b: &call::Buffers<u64>, workspace: u64) -> Self {
+        Addresses {
+            x: b.x,
+            alpha: b.alpha,
+            dy: b.dy,
+            mask: b.mask,
+            scale: b.scale,
+            out: b.out,
+            dalpha: b.dalpha,
+            workspace,
+        }
+    }
+}
+
+/// The one entry to the planners: every step of `call` on `at`.
+pub(crate) fn plan_call(call: &Call, at: Addresses) -> Plan {
+    let dir = call.pass.direction();
+    let (len, channels, inner) = (call.len, call.channels, call.inner);
+    match (call.pass, call.op()) {
+        (Pass::Forward | Pass::Backward, Some(op)) => plan(op, dir, len, channels, inner, at),
+        (Pass::ForwardWithMask, Some(op)) => mask::forward_plan(op, len, channels, at),
+        (Pass::BackwardFromMask, Some(op)) => mask::backward_plan(op, len, channels, at),
+        (Pass::ForwardWithThresholds | Pass::BackwardWithThresholds, _) => {
+            plan_rsign(dir, call.dtype, len, channels, at)
+        }
+        // `Call::new` gives every other pass an op.
+        (pass, None) => unreachable!("{pass:?} without an op"),
+    }
+}
+
+/// The workspace bytes `call` needs.
+pub(crate) fn workspace_bytes(call: &Call) -> usize {
+    let dir = call.pass.direction();
+    match (call.pass, call.op()) {
+        // The reduction's result was saved with the mask.
+        (Pass::BackwardFromMask, _) => 0,
+        (_, Some(op)) => layout(op, dir, call.len, call.channels, call.inner).bytes,
+        (_, None) => rsign_layout(dir, call.len, call.channels).bytes,
+    }
 }
 
 /// Where a call's reduction puts its partials and its result.
@@ -316,7 +377,7 @@ pub(crate) fn plan(
     len: usize,
     channels: usize,
     inner: usize,
-    bufs: Buffers,
+    bufs: Addresses,
 ) -> Plan {
     let dtype = op.dtype;
     if len == 0 {
@@ -425,19 +486,6 @@ pub(super) fn reduction_steps(op: &Op, dir: Direction, dims: Dims, x: u64, works
     steps
 }
 
-/// Device addresses of an `rsign` call; `dy`, `dalpha` and `workspace` are
-/// the backward pass's.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct RSignBuffers {
-    pub x: u64,
-    pub alpha: u64,
-    pub dy: u64,
-    /// `y` or `dx`.
-    pub out: u64,
-    pub dalpha: u64,
-    pub workspace: u64,
-}
-
 /// `rsign`'s workspace: the backward pass's per-(row group, channel) partial
 /// sums of dα (`LOWBIT_CHANNEL_SCRATCH` doubles); dα itself goes straight
 /// to the caller's buffer.
@@ -466,7 +514,7 @@ pub(crate) fn plan_rsign(
     dtype: DType,
     len: usize,
     channels: usize,
-    bufs: RSignBuffers,
+    bufs: Addresses,
 ) -> Plan {
     let mut steps = Plan::new();
     if len > 0 {
@@ -517,11 +565,12 @@ pub(crate) fn plan_rsign(
 mod tests {
     use super::*;
 
-    const BUFS: Buffers = Buffers {
+    const BUFS: Addresses = Addresses {
         x: 0x1000,
         dy: 0x2000,
         out: 0x3000,
         workspace: 0x4000,
+        ..Addresses::NONE
     };
 
     fn q(spec: &str) -> Quantizer {
@@ -544,6 +593,16 @@ mod tests {
             .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
             .map(|l| l.split('(').next().unwrap().trim().to_string())
             .collect()
+    }
+
+    #[test]
+    fn a_backward_from_a_mask_needs_no_workspace() {
+        // The forward's per-channel means are saved with the mask.
+        let (q, shape) = (q("magnitude_aware_sign"), [100, 10]);
+        let call = |pass| Call::new(&q, DType::F32, pass, &shape).unwrap();
+        assert!(workspace_bytes(&call(Pass::ForwardWithMask)) > 0);
+        assert!(workspace_bytes(&call(Pass::Backward)) > 0);
+        assert_eq!(workspace_bytes(&call(Pass::BackwardFromMask)), 0);
     }
 
     const SPECS: &[&str] = &[
@@ -805,13 +864,14 @@ mod tests {
         assert_eq!(params("ste_heaviside").unipolar, 0);
     }
 
-    const RSIGN_BUFS: RSignBuffers = RSignBuffers {
+    const RSIGN_BUFS: Addresses = Addresses {
         x: 0x1000,
         alpha: 0x5000,
         dy: 0x2000,
         out: 0x3000,
         dalpha: 0x6000,
         workspace: 0x4000,
+        ..Addresses::NONE
     };
 
     fn launches(steps: &[Step]) -> Vec<(&'static str, u32, u32)> {
