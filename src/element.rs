@@ -87,6 +87,8 @@ pub trait Element:
 
     /// [`Element::write`] with streaming (non-temporal) stores where the CPU
     /// has them, for outputs too large for the cache; always through `buf`.
+    /// The caller calls [`convert::fence`] before another thread may read
+    /// `dst`.
     #[doc(hidden)]
     fn write_stream(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32]));
 

@@ -237,6 +237,9 @@ fn map1<T: Element>(x: &[T], y: &mut [T], f: impl Fn(&[f32], &mut [f32], usize) 
                             T::write(y, &mut y_buf, |y| f(x, y, offset));
                         }
                     }
+                    if stream {
+                        convert::fence();
+                    }
                 },
             )
         });
@@ -272,6 +275,9 @@ fn map2<T: Element>(
                         } else {
                             T::write(dx, &mut dx_buf, |dx| f(x, dy, dx, offset));
                         }
+                    }
+                    if stream {
+                        convert::fence();
                     }
                 },
             )
