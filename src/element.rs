@@ -1,7 +1,8 @@
 //! The element types lowbit computes on: `f32`, `half::f16`, `half::bf16`.
 
-use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
+
+pub(crate) mod convert;
 
 /// The element type of a tensor, for APIs that choose it at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,6 +85,13 @@ pub trait Element:
     #[doc(hidden)]
     fn write(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32]));
 
+    /// [`Element::write`] with streaming (non-temporal) stores where the CPU
+    /// has them, for outputs too large for the cache; always through `buf`.
+    /// The caller calls [`convert::fence`] before another thread may read
+    /// `dst`.
+    #[doc(hidden)]
+    fn write_stream(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32]));
+
     /// The value `v` takes once stored in this type, as `f32`. larq casts its
     /// parameters to the tensor's type; so does lowbit for thresholds.
     fn round_f32(v: f32) -> f32 {
@@ -111,6 +119,13 @@ impl Element for f32 {
     fn write(dst: &mut [Self], _buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
         fill(dst)
     }
+
+    #[inline(always)]
+    fn write_stream(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
+        let buf = &mut buf[..dst.len()];
+        fill(buf);
+        convert::stream_f32(convert::best(), buf, dst);
+    }
 }
 
 macro_rules! half_element {
@@ -127,11 +142,11 @@ macro_rules! half_element {
             }
 
             // Inlined so that `fill`, the quantizer's loop, is compiled into
-            // the caller's AVX2 context (see `cpu::simd`).
+            // the caller's SIMD context (see `cpu::simd`).
             #[inline(always)]
             fn read<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
                 let buf = &mut buf[..src.len()];
-                $widen(src, buf);
+                $widen(convert::best(), src, buf);
                 buf
             }
 
@@ -139,158 +154,193 @@ macro_rules! half_element {
             fn write(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
                 let buf = &mut buf[..dst.len()];
                 fill(buf);
-                $narrow(buf, dst);
+                $narrow(convert::best(), buf, dst, false);
+            }
+
+            #[inline(always)]
+            fn write_stream(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
+                let buf = &mut buf[..dst.len()];
+                fill(buf);
+                $narrow(convert::best(), buf, dst, true);
             }
         }
     };
 }
 
-half_element!(f16, DType::F16, f16_to_f32, f32_to_f16);
-half_element!(bf16, DType::BF16, bf16_to_f32, f32_to_bf16);
-
-// A conversion per element through `half` costs more than the quantizer
-// itself. These convert whole blocks: F16C eight at a time where the CPU has
-// it, and bf16 by bit operations the compiler vectorizes. Both round to
-// nearest even exactly as `half`'s scalar conversions do (the property tests
-// compare them).
-
-fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") {
-        // SAFETY: the CPU supports F16C (and so AVX), checked just above.
-        return unsafe { x86::f16_to_f32(src, dst) };
-    }
-    src.convert_to_f32_slice(dst);
-}
-
-fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") {
-        // SAFETY: as in `f16_to_f32`.
-        return unsafe { x86::f32_to_f16(src, dst) };
-    }
-    dst.convert_from_f32_slice(src);
-}
-
-fn bf16_to_f32(src: &[bf16], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = f32::from_bits(u32::from(s.to_bits()) << 16);
-    }
-}
-
-fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        let b = s.to_bits();
-        let rounded = if s.is_nan() {
-            // Keep the payload's top bits and make sure it stays a NaN.
-            (b >> 16) | 0x40
-        } else {
-            // Round to nearest, ties to even: add just under half an ulp,
-            // plus the lowest kept bit.
-            (b + 0x7fff + ((b >> 16) & 1)) >> 16
-        };
-        *d = bf16::from_bits(rounded as u16);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use half::f16;
-    use std::arch::x86_64::*;
-
-    /// # Safety
-    /// The CPU must support AVX and F16C; `dst` must be as long as `src`.
-    #[target_feature(enable = "avx,f16c")]
-    pub(super) unsafe fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
-        assert_eq!(src.len(), dst.len());
-        let body = src.len() / 8 * 8;
-        for i in (0..body).step_by(8) {
-            // SAFETY: i + 8 ≤ body ≤ len for both slices; unaligned loads/stores.
-            unsafe {
-                let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
-                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
-            }
-        }
-        for i in body..src.len() {
-            dst[i] = src[i].to_f32();
-        }
-    }
-
-    /// # Safety
-    /// As [`f16_to_f32`].
-    #[target_feature(enable = "avx,f16c")]
-    pub(super) unsafe fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
-        assert_eq!(src.len(), dst.len());
-        let body = src.len() / 8 * 8;
-        for i in (0..body).step_by(8) {
-            // SAFETY: as in `f16_to_f32`.
-            unsafe {
-                let v = _mm256_loadu_ps(src.as_ptr().add(i));
-                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
-            }
-        }
-        for i in body..src.len() {
-            dst[i] = f16::from_f32(src[i]);
-        }
-    }
-}
+half_element!(f16, DType::F16, convert::f16_to_f32, convert::f32_to_f16);
+half_element!(
+    bf16,
+    DType::BF16,
+    convert::bf16_to_f32,
+    convert::f32_to_bf16
+);
 
 #[cfg(test)]
 mod tests {
+    use super::convert::{self, Level};
     use super::*;
 
-    fn f32_samples() -> Vec<f32> {
-        // Every bf16/f16 rounding boundary neighbourhood is hit by stepping
-        // through bit patterns with an odd stride, plus the special values.
-        let mut v: Vec<f32> = (0..=u32::MAX).step_by(65_521).map(f32::from_bits).collect();
-        v.extend([
-            0.0,
-            -0.0,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::MAX,
-            f32::MIN_POSITIVE,
-            65_520.0,
-            65_519.996,
-        ]);
+    /// f32 patterns that exercise every rounding decision of both half
+    /// types: each of the 2^16 upper halves (sign, exponent and the seven
+    /// mantissa bits bf16 keeps, so every bf16 result and every f16 boundary
+    /// from bit 16 up) with lower halves at and around each tie of bf16 and
+    /// of f16 (normal: bit 12; subnormal: bits 13 to 15), and a pseudorandom
+    /// one. NaNs of every payload top, infinities, subnormals and ±0 are
+    /// among them.
+    fn f32_samples() -> Vec<u32> {
+        const LOW: [u32; 16] = [
+            0x0000, 0x0001, 0x0fff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x3000, 0x3fff, 0x4000, 0x7fff,
+            0x8000, 0x8001, 0xc000, 0xffff, 0x5a5b,
+        ];
+        let mut v = Vec::with_capacity(LOW.len() << 16);
+        let mut seed = 0x9e37_79b9u32;
+        for high in 0..=u32::from(u16::MAX) {
+            for low in LOW {
+                v.push(high << 16 | low);
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            v.push(high << 16 | (seed & 0xffff));
+        }
         v
     }
 
-    fn same_bits_or_nan<T: Element>(a: T, b: T) -> bool {
-        a == b
-            || (a.to_f32().is_nan() && b.to_f32().is_nan())
-            || a.to_f32().to_bits() == b.to_f32().to_bits()
+    /// Offsets and lengths that put the vector bodies, the unaligned heads
+    /// of streaming stores and the scalar tails at every position.
+    fn windows(len: usize) -> impl Iterator<Item = (usize, usize)> {
+        (0..20)
+            .flat_map(move |start| [0, 1, 7, 15, 16, 17, 33, 100].map(|n| (start, n)))
+            .chain([(0, len)])
+            .filter(move |&(s, n)| s + n <= len)
     }
 
-    fn check<T: Element>(from_bits: impl Fn(u16) -> T) {
+    /// What widening a bf16 must give: the 16-bit shift, every bit kept,
+    /// as lowbit always has. That is `half`'s scalar conversion except at a
+    /// signalling NaN, where `half` sets the quiet bit.
+    fn bf16_widened(bits: u16) -> u32 {
+        let shifted = u32::from(bits) << 16;
+        let by_half = bf16::from_bits(bits).to_f32().to_bits();
+        assert!(by_half == shifted || by_half == shifted | 0x0040_0000);
+        shifted
+    }
+
+    fn f16_widened(bits: u16) -> u32 {
+        f16::from_bits(bits).to_f32().to_bits()
+    }
+
+    fn widen_all<T: Element>(
+        name: &str,
+        from_bits: impl Fn(u16) -> T,
+        want: impl Fn(u16) -> u32,
+        convert: impl Fn(Level, &[T], &mut [f32]),
+    ) {
         let all: Vec<T> = (0..=u16::MAX).map(from_bits).collect();
-        let mut wide = vec![0f32; all.len()];
-        let mut buf = vec![0f32; all.len()];
-        wide.copy_from_slice(T::read(&all, &mut buf));
-        for (h, w) in all.iter().zip(&wide) {
-            // F16C quiets signalling NaNs; a NaN only has to stay a NaN.
-            let want = h.to_f32();
-            assert!(
-                want.to_bits() == w.to_bits() || (want.is_nan() && w.is_nan()),
-                "widening {h:?}"
-            );
+        let wanted: Vec<u32> = (0..=u16::MAX).map(want).collect();
+        for level in convert::available() {
+            for (start, n) in windows(all.len()) {
+                let src = &all[start..start + n];
+                let mut wide = vec![f32::NAN; n];
+                convert(level, src, &mut wide);
+                for ((h, w), want) in src.iter().zip(&wide).zip(&wanted[start..]) {
+                    assert_eq!(*want, w.to_bits(), "{name} widening {h:?} at {level:?}");
+                }
+            }
         }
-        let samples = f32_samples();
-        let mut narrow = vec![T::default(); samples.len()];
-        let mut buf = samples.clone();
-        T::write(&mut narrow, &mut buf, |_| {});
-        for (s, n) in samples.iter().zip(&narrow) {
-            assert!(
-                same_bits_or_nan(*n, T::from_f32(*s)),
-                "narrowing {s:e}: {n:?}"
-            );
+    }
+
+    fn narrow_all<T: Element>(
+        name: &str,
+        to_bits: impl Fn(T) -> u16,
+        convert: impl Fn(Level, &[f32], &mut [T], bool),
+    ) {
+        let samples: Vec<f32> = f32_samples().into_iter().map(f32::from_bits).collect();
+        for level in convert::available() {
+            for stream in [false, true] {
+                for (start, n) in windows(samples.len()) {
+                    let src = &samples[start..start + n];
+                    // Destinations at every alignment, for the streaming heads.
+                    let mut out = vec![T::default(); n + 16];
+                    let dst = &mut out[start % 16..start % 16 + n];
+                    convert(level, src, dst, stream);
+                    for (s, d) in src.iter().zip(dst.iter()) {
+                        assert_eq!(
+                            to_bits(T::from_f32(*s)),
+                            to_bits(*d),
+                            "{name} narrowing {:#010x} at {level:?}, stream {stream}",
+                            s.to_bits()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f16_conversions_equal_scalar_ones_bit_for_bit() {
+        widen_all("f16", f16::from_bits, f16_widened, convert::f16_to_f32);
+        narrow_all("f16", f16::to_bits, convert::f32_to_f16);
+    }
+
+    #[test]
+    fn bf16_conversions_equal_scalar_ones_bit_for_bit() {
+        widen_all("bf16", bf16::from_bits, bf16_widened, convert::bf16_to_f32);
+        narrow_all("bf16", bf16::to_bits, convert::f32_to_bf16);
+    }
+
+    #[test]
+    fn streaming_copy_is_a_copy() {
+        let samples: Vec<f32> = f32_samples().into_iter().map(f32::from_bits).collect();
+        for level in convert::available() {
+            for (start, n) in windows(samples.len()) {
+                let src = &samples[start..start + n];
+                let mut out = vec![0f32; n + 16];
+                let dst = &mut out[start % 16..start % 16 + n];
+                convert::stream_f32(level, src, dst);
+                assert!(
+                    src.iter()
+                        .zip(dst.iter())
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{level:?} at {start}+{n}"
+                );
+            }
+        }
+    }
+
+    /// The trait's block paths, which the CPU driver calls, at the best level.
+    fn through_the_trait<T: Element>(from_bits: impl Fn(u16) -> T, want: impl Fn(u16) -> u32) {
+        let all: Vec<T> = (0..=u16::MAX).map(from_bits).collect();
+        let mut buf = vec![0f32; all.len()];
+        let wide = T::read(&all, &mut buf).to_vec();
+        for ((h, w), bits) in all.iter().zip(&wide).zip(0..=u16::MAX) {
+            assert_eq!(want(bits), w.to_bits(), "widening {h:?}");
+        }
+        let samples: Vec<f32> = f32_samples().into_iter().map(f32::from_bits).collect();
+        for stream in [false, true] {
+            let mut narrow = vec![T::default(); samples.len()];
+            let mut buf = vec![0f32; samples.len()];
+            let fill = |b: &mut [f32]| b.copy_from_slice(&samples);
+            if stream {
+                T::write_stream(&mut narrow, &mut buf, fill);
+            } else {
+                T::write(&mut narrow, &mut buf, fill);
+            }
+            for (s, n) in samples.iter().zip(&narrow) {
+                let want = T::from_f32(*s);
+                assert!(
+                    want == *n || want.to_f32().to_bits() == n.to_f32().to_bits(),
+                    "narrowing {:#010x}: {n:?}, stream {stream}",
+                    s.to_bits()
+                );
+            }
         }
     }
 
     #[test]
     fn block_conversions_equal_scalar_ones() {
-        check::<f16>(f16::from_bits);
-        check::<bf16>(bf16::from_bits);
+        through_the_trait::<f16>(f16::from_bits, f16_widened);
+        through_the_trait::<bf16>(bf16::from_bits, bf16_widened);
+        let f32_from = |b: u16| f32::from_bits(u32::from(b) << 16 | u32::from(b));
+        through_the_trait::<f32>(f32_from, |b| f32_from(b).to_bits());
     }
 }

@@ -70,41 +70,95 @@ impl Row {
 
 /// The forward and backward rows of one quantizer: `(median ms, copy ms)`
 /// each, the copy moving the same bytes.
-fn push_rows<T: Element>(
-    rows: &mut Vec<Row>,
-    q: &Quantizer,
-    n: usize,
-    fwd: (f64, f64),
-    bwd: (f64, f64),
-) {
+fn push_rows<T: Element>(q: &Quantizer, n: usize, fwd: (f64, f64), bwd: (f64, f64)) -> [Row; 2] {
     let size = std::mem::size_of::<T>();
-    for (direction, (median_ms, copy_ms), tensors) in [("forward", fwd, 2), ("backward", bwd, 3)] {
-        rows.push(Row {
+    [("forward", fwd, 2), ("backward", bwd, 3)].map(|(direction, (median_ms, copy_ms), tensors)| {
+        Row {
             spec: q.to_string(),
             dtype: T::DTYPE,
             direction,
             median_ms,
             bytes: (tensors * n * size) as f64,
             copy_ms,
-        });
+        }
+    })
+}
+
+/// Rows printed as they are measured, so that a run stopped part way (a
+/// time limit, the kernel's out-of-memory killer) still leaves what it
+/// measured: a run at 2^27 elements used to print nothing before its last
+/// measurement. JSON keeps its shape; its closing lines come last.
+struct Output {
+    json: bool,
+    rows: usize,
+}
+
+impl Output {
+    fn start(json: bool, backend: &Backend, n: usize) -> Output {
+        if json {
+            println!(
+                "{{\"backend\": \"{}\", \"reason\": \"{}\", \"elements\": {n}, \"results\": [",
+                backend.name(),
+                escape(backend.reason()),
+            );
+        } else {
+            println!(
+                "{n} elements on {backend}; ratio = quantizer GB/s ÷ copy GB/s of the same bytes"
+            );
+            println!(
+                "{:52} {:5} {:8} {:>10} {:>8} {:>8} {:>6}",
+                "quantizer", "dtype", "dir", "median ms", "GB/s", "copy", "ratio"
+            );
+        }
+        Output { json, rows: 0 }
     }
+
+    fn push(&mut self, rows: [Row; 2]) {
+        for r in &rows {
+            if self.json {
+                let sep = if self.rows == 0 { "" } else { ",\n" };
+                print!(
+                    "{sep}  {{\"quantizer\": \"{}\", \"dtype\": \"{}\", \"direction\": \"{}\", \"median_ms\": {:.6}, \"bytes\": {}, \"gb_per_s\": {:.3}, \"copy_ms\": {:.6}, \"ratio_to_copy\": {:.4}}}",
+                    escape(&r.spec),
+                    r.dtype.name(),
+                    r.direction,
+                    r.median_ms,
+                    r.bytes,
+                    r.gbs(),
+                    r.copy_ms,
+                    r.ratio()
+                );
+            } else {
+                println!(
+                    "{:52} {:5} {:8} {:>10.3} {:>8.2} {:>8.2} {:>6.2}",
+                    r.spec,
+                    r.dtype.name(),
+                    r.direction,
+                    r.median_ms,
+                    r.gbs(),
+                    r.bytes / (r.copy_ms * 1e6),
+                    r.ratio()
+                );
+            }
+            self.rows += 1;
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    }
+
+    fn finish(self) {
+        if self.json {
+            println!("\n]}}");
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 fn median(mut ms: Vec<f64>) -> f64 {
     ms.sort_by(f64::total_cmp);
     ms[ms.len() / 2]
-}
-
-/// Median wall time of `f` in milliseconds, after one warm-up run.
-fn time_cpu(repeats: usize, mut f: impl FnMut() -> Result<(), Fail>) -> Result<f64, Fail> {
-    f()?;
-    let mut ms = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let t = Instant::now();
-        f()?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(median(ms))
 }
 
 /// `n` copies of `value`, or an error where the memory cannot be had:
@@ -142,39 +196,95 @@ fn progress(done: usize, total: usize, what: &str) {
     }
 }
 
+/// Bytes of memory this system can still give, from Linux's estimate.
+fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Buffers of 3.5 tensors: `x` and `dy` as the two halves of one buffer, so
+/// that the copy of three tensors' bytes can read 1.5 tensors from it, and
+/// a destination of 1.5 tensors whose first tensor is the quantizer's
+/// output. Separate buffers for the copies would double the memory a large
+/// `--size` needs (an earlier version held six tensors at its peak).
+const BUFFER_TENSORS: f64 = 3.5;
+
 fn cpu<T: Element>(
     args: &Args,
     specs: &[Quantizer],
     n: usize,
-    rows: &mut Vec<Row>,
+    out: &mut Output,
     step: &mut usize,
     total: usize,
 ) -> Result<(), Fail> {
-    let x = input::<T>(n, 1)?;
-    let dy = input::<T>(n, 2)?;
-    let mut out = buffer(n, T::default())?;
-    let shape = [n / CHANNELS, CHANNELS];
     let size = std::mem::size_of::<T>();
-    // Copies of the same bytes: half read, half written.
-    let copy = |bytes: usize| -> Result<f64, Fail> {
-        let src = buffer(bytes / 2, 1u8)?;
-        let mut dst = buffer(bytes / 2, 0u8)?;
-        time_cpu(args.repeats, || {
-            dst.par_chunks_mut(1 << 16)
-                .zip(src.par_chunks(1 << 16))
-                .for_each(|(d, s)| d.copy_from_slice(s));
-            Ok(())
-        })
+    let needed = (BUFFER_TENSORS * (n * size) as f64) as usize;
+    if let Some(free) = available_memory()
+        && needed > free
+    {
+        return Err(Fail(format!(
+            "--size {n} needs {} MiB for {} tensors but only {} MiB are available",
+            needed >> 20,
+            T::DTYPE.name(),
+            free >> 20
+        )));
+    }
+    let mut inputs = input::<T>(n, 1)?;
+    inputs.extend_from_slice(&input::<T>(n, 2)?);
+    let mut dst = buffer(n + n / 2, T::default())?;
+    let (x, dy) = inputs.split_at(n);
+    let shape = [n / CHANNELS, CHANNELS];
+    // Copies of the same bytes as a pass moves (half read, half written),
+    // timed alternately with the pass, so that both see the same load on a
+    // shared machine.
+    let copy = |elements: usize, dst: &mut [T]| {
+        dst[..elements]
+            .par_chunks_mut(1 << 16)
+            .zip(inputs[..elements].par_chunks(1 << 16))
+            .for_each(|(d, s)| d.copy_from_slice(s));
     };
-    let (copy2, copy3) = (copy(2 * n * size)?, copy(3 * n * size)?);
     for q in specs {
         *step += 1;
         progress(*step, total, &format!("{q} {}", T::DTYPE.name()));
-        let fwd = time_cpu(args.repeats, || Ok(q.forward(&x, &shape, &mut out)?))?;
-        let bwd = time_cpu(args.repeats, || Ok(q.backward(&x, &dy, &shape, &mut out)?))?;
-        push_rows::<T>(rows, q, n, (fwd, copy2), (bwd, copy3));
+        let fwd = time_pair(
+            args.repeats,
+            &mut dst,
+            |dst| Ok(q.forward(x, &shape, &mut dst[..n])?),
+            |dst| copy(n, dst),
+        )?;
+        let bwd = time_pair(
+            args.repeats,
+            &mut dst,
+            |dst| Ok(q.backward(x, dy, &shape, &mut dst[..n])?),
+            |dst| copy(n + n / 2, dst),
+        )?;
+        out.push(push_rows::<T>(q, n, fwd, bwd));
     }
     Ok(())
+}
+
+/// Median wall times in milliseconds of `pass` and of `copy`, run in turn
+/// `repeats` times after one warm-up run of each.
+fn time_pair<T>(
+    repeats: usize,
+    dst: &mut [T],
+    mut pass: impl FnMut(&mut [T]) -> Result<(), Fail>,
+    mut copy: impl FnMut(&mut [T]),
+) -> Result<(f64, f64), Fail> {
+    pass(dst)?;
+    copy(dst);
+    let (mut p, mut c) = (Vec::with_capacity(repeats), Vec::with_capacity(repeats));
+    for _ in 0..repeats {
+        let t = Instant::now();
+        pass(dst)?;
+        p.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        copy(dst);
+        c.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((median(p), median(c)))
 }
 
 #[cfg(lowbit_cuda)]
@@ -183,7 +293,7 @@ fn gpu<T: Element>(
     args: &Args,
     specs: &[Quantizer],
     n: usize,
-    rows: &mut Vec<Row>,
+    out: &mut Output,
     step: &mut usize,
     total: usize,
 ) -> Result<(), Fail> {
@@ -242,7 +352,7 @@ fn gpu<T: Element>(
                 &mut ws,
             )?)
         })?;
-        push_rows::<T>(rows, q, n, (fwd, copy2), (bwd, copy3));
+        out.push(push_rows::<T>(q, n, (fwd, copy2), (bwd, copy3)));
     }
     Ok(())
 }
@@ -252,14 +362,14 @@ fn measure<T: Element>(
     args: &Args,
     specs: &[Quantizer],
     n: usize,
-    rows: &mut Vec<Row>,
+    out: &mut Output,
     step: &mut usize,
     total: usize,
 ) -> Result<(), Fail> {
     match backend.name() {
         #[cfg(lowbit_cuda)]
-        "cuda" => gpu::<T>(backend, args, specs, n, rows, step, total),
-        _ => cpu::<T>(args, specs, n, rows, step, total),
+        "cuda" => gpu::<T>(backend, args, specs, n, out, step, total),
+        _ => cpu::<T>(args, specs, n, out, step, total),
     }
 }
 
@@ -302,62 +412,15 @@ pub fn run(args: Args) -> Result<(), Fail> {
     }
     let backend = backend(args.device.as_deref())?;
     let total = specs.len() * dtypes.len();
-    let (mut rows, mut step) = (Vec::new(), 0);
+    let mut out = Output::start(args.json, &backend, n);
+    let mut step = 0;
     for dtype in &dtypes {
         match dtype {
-            DType::F32 => measure::<f32>(&backend, &args, &specs, n, &mut rows, &mut step, total)?,
-            DType::F16 => measure::<f16>(&backend, &args, &specs, n, &mut rows, &mut step, total)?,
-            DType::BF16 => {
-                measure::<bf16>(&backend, &args, &specs, n, &mut rows, &mut step, total)?
-            }
+            DType::F32 => measure::<f32>(&backend, &args, &specs, n, &mut out, &mut step, total)?,
+            DType::F16 => measure::<f16>(&backend, &args, &specs, n, &mut out, &mut step, total)?,
+            DType::BF16 => measure::<bf16>(&backend, &args, &specs, n, &mut out, &mut step, total)?,
         }
     }
-    if args.json {
-        print_json(&backend, n, &rows);
-    } else {
-        println!("{n} elements on {backend}; ratio = quantizer GB/s ÷ copy GB/s of the same bytes");
-        println!(
-            "{:52} {:5} {:8} {:>10} {:>8} {:>8} {:>6}",
-            "quantizer", "dtype", "dir", "median ms", "GB/s", "copy", "ratio"
-        );
-        for r in &rows {
-            println!(
-                "{:52} {:5} {:8} {:>10.3} {:>8.2} {:>8.2} {:>6.2}",
-                r.spec,
-                r.dtype.name(),
-                r.direction,
-                r.median_ms,
-                r.gbs(),
-                r.bytes / (r.copy_ms * 1e6),
-                r.ratio()
-            );
-        }
-    }
+    out.finish();
     Ok(())
-}
-
-fn print_json(backend: &Backend, n: usize, rows: &[Row]) {
-    let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-    let items: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            format!(
-                "{{\"quantizer\": \"{}\", \"dtype\": \"{}\", \"direction\": \"{}\", \"median_ms\": {:.6}, \"bytes\": {}, \"gb_per_s\": {:.3}, \"copy_ms\": {:.6}, \"ratio_to_copy\": {:.4}}}",
-                escape(&r.spec),
-                r.dtype.name(),
-                r.direction,
-                r.median_ms,
-                r.bytes,
-                r.gbs(),
-                r.copy_ms,
-                r.ratio()
-            )
-        })
-        .collect();
-    println!(
-        "{{\"backend\": \"{}\", \"reason\": \"{}\", \"elements\": {n}, \"results\": [\n  {}\n]}}",
-        backend.name(),
-        escape(backend.reason()),
-        items.join(",\n  ")
-    );
 }

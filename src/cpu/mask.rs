@@ -137,7 +137,7 @@ fn map_mask<T: Element>(
                         .zip(mask.chunks_mut(BLOCK / MASK_BITS));
                     for (block, ((y, x), words)) in blocks.enumerate() {
                         let x = T::read(x, &mut x_buf);
-                        // Inlined, so that `f` is compiled for AVX2 too.
+                        // Inlined, so that `f` is compiled for AVX-512 or AVX2 too.
                         T::write(
                             y,
                             &mut y_buf,

@@ -18,10 +18,13 @@ pub(crate) mod pool;
 mod reduce;
 pub(crate) mod rsign;
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use crate::call::{Call, Host, Pass};
 use crate::element::Element;
+use crate::element::convert::{self, Level};
 use crate::error::Result;
 use crate::op::{Direction, Elementwise, Index, Op, Reduction, with_functor};
 use crate::scalar;
@@ -203,9 +206,46 @@ fn copy<T: Element>(src: &[T], dst: &mut [T]) {
         .for_each(|(d, s)| d.copy_from_slice(s));
 }
 
+/// Whether a pass that moves `bytes` in all should store its output with
+/// streaming stores. Past the last-level cache the data comes from memory
+/// anyway, and a plain store would first read each line it writes; below it
+/// the output is better kept in the cache for whatever reads it next.
+fn streams(bytes: usize) -> bool {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    let limit = *LIMIT.get_or_init(|| {
+        // A measurement knob: the byte count above which passes stream.
+        if let Ok(v) = std::env::var("LOWBIT_STREAM_ABOVE")
+            && let Ok(v) = v.parse()
+        {
+            return v;
+        }
+        last_level_cache().unwrap_or(32 << 20)
+    });
+    bytes > limit
+}
+
+/// The size of the largest cache Linux describes for CPU 0, in bytes.
+fn last_level_cache() -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.filter_map(|entry| {
+        let text = std::fs::read_to_string(entry.ok()?.path().join("size")).ok()?;
+        let text = text.trim();
+        let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+        let scale = match unit {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            _ => return None,
+        };
+        Some(digits.parse::<usize>().ok()? * scale)
+    })
+    .max()
+}
+
 /// Calls `f(x, y, offset)` on `f32` views of matching blocks of `x` and `y`;
 /// `offset` is the index of the block's first element in the whole tensor.
 fn map1<T: Element>(x: &[T], y: &mut [T], f: impl Fn(&[f32], &mut [f32], usize) + Sync) {
+    let stream = streams(2 * std::mem::size_of_val(x));
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .enumerate()
@@ -217,12 +257,15 @@ fn map1<T: Element>(x: &[T], y: &mut [T], f: impl Fn(&[f32], &mut [f32], usize) 
                     let mut y_buf = [0f32; BLOCK];
                     for (block, (y, x)) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
                         let x = T::read(x, &mut x_buf);
-                        T::write(
-                            y,
-                            &mut y_buf,
-                            #[inline(always)]
-                            |y| f(x, y, chunk * CHUNK + block * BLOCK),
-                        );
+                        let offset = chunk * CHUNK + block * BLOCK;
+                        if stream {
+                            T::write_stream(y, &mut y_buf, |y| f(x, y, offset));
+                        } else {
+                            T::write(y, &mut y_buf, |y| f(x, y, offset));
+                        }
+                    }
+                    if stream {
+                        convert::fence();
                     }
                 },
             )
@@ -236,6 +279,7 @@ fn map2<T: Element>(
     dx: &mut [T],
     f: impl Fn(&[f32], &[f32], &mut [f32], usize) + Sync,
 ) {
+    let stream = streams(3 * std::mem::size_of_val(x));
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .enumerate()
@@ -252,27 +296,35 @@ fn map2<T: Element>(
                     for (block, (dx, (x, dy))) in blocks.enumerate() {
                         let x = T::read(x, &mut x_buf);
                         let dy = T::read(dy, &mut dy_buf);
-                        T::write(
-                            dx,
-                            &mut dx_buf,
-                            #[inline(always)]
-                            |dx| f(x, dy, dx, chunk * CHUNK + block * BLOCK),
-                        );
+                        let offset = chunk * CHUNK + block * BLOCK;
+                        if stream {
+                            T::write_stream(dx, &mut dx_buf, |dx| f(x, dy, dx, offset));
+                        } else {
+                            T::write(dx, &mut dx_buf, |dx| f(x, dy, dx, offset));
+                        }
+                    }
+                    if stream {
+                        convert::fence();
                     }
                 },
             )
         });
 }
 
-/// Runs `f` compiled for AVX2 where the CPU has it, so the loops inlined
-/// into it vectorize eight lanes wide instead of SSE2's four. The bits do not
-/// change: Rust never contracts `a * b + c` into an FMA, whatever the target.
+/// Runs `f` compiled for AVX-512 or AVX2 where the CPU has them, so the
+/// loops inlined into it vectorize sixteen or eight lanes wide instead of
+/// SSE2's four. The bits do not change: Rust never contracts `a * b + c`
+/// into an FMA, whatever the target, and the wider instructions round as
+/// the narrower ones do.
 #[inline(always)]
 pub(super) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { avx2(f) };
+    match convert::best() {
+        // SAFETY: `best` found these features on this CPU.
+        Level::Avx512 => return unsafe { avx512(f) },
+        // SAFETY: as above.
+        Level::Avx2 => return unsafe { avx2(f) },
+        Level::Portable => {}
     }
     f()
 }
@@ -280,6 +332,12 @@ pub(super) fn simd<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 

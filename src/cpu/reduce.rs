@@ -13,11 +13,57 @@ use crate::scalar;
 
 /// Σ|x| over the whole tensor.
 pub(super) fn sum_abs<T: Element>(x: &[T]) -> f64 {
-    let partials: Vec<f64> = x.par_chunks(CHUNK).map(sum_abs_serial).collect();
-    partials.iter().sum()
+    // Each task sums `LOCKSTEP` chunks side by side: the same partial sums,
+    // added in the same order, as one chunk at a time, but independent
+    // chains of additions for the CPU to overlap (one chunk's eight lanes
+    // are one AVX-512 register, and a chain of additions one at a time ran
+    // slower than memory).
+    let partials: Vec<[f64; LOCKSTEP]> = x
+        .par_chunks(CHUNK * LOCKSTEP)
+        .map(|group| super::simd(|| sum_abs_lockstep(group)))
+        .collect();
+    let count = x.len().div_ceil(CHUNK);
+    partials.iter().flatten().take(count).sum()
+}
+
+/// Chunks summed side by side by [`sum_abs_lockstep`].
+const LOCKSTEP: usize = 4;
+
+/// The partial sums of the (up to) `LOCKSTEP` chunks of `group`, each that
+/// of [`sum_abs_serial`] over its chunk; 0 for chunks past the end.
+#[inline(always)]
+fn sum_abs_lockstep<T: Element>(group: &[T]) -> [f64; LOCKSTEP] {
+    let mut sums = [0f64; LOCKSTEP];
+    if group.len() < CHUNK * LOCKSTEP {
+        for (s, chunk) in sums.iter_mut().zip(group.chunks(CHUNK)) {
+            *s = sum_abs_serial(chunk);
+        }
+        return sums;
+    }
+    let mut bufs = [[0f32; BLOCK]; LOCKSTEP];
+    let mut acc = [[0f64; 8]; LOCKSTEP];
+    for block in (0..CHUNK).step_by(BLOCK) {
+        let mut views: [&[f32]; LOCKSTEP] = [&[]; LOCKSTEP];
+        for (k, (buf, view)) in bufs.iter_mut().zip(views.iter_mut()).enumerate() {
+            let start = k * CHUNK + block;
+            *view = T::read(&group[start..start + BLOCK], buf);
+        }
+        for i in (0..BLOCK).step_by(8) {
+            for (acc, view) in acc.iter_mut().zip(views) {
+                for (a, &v) in acc.iter_mut().zip(&view[i..i + 8]) {
+                    *a += f64::from(v.abs());
+                }
+            }
+        }
+    }
+    for (s, acc) in sums.iter_mut().zip(acc) {
+        *s = acc.iter().sum::<f64>();
+    }
+    sums
 }
 
 /// Σ|x| of one slice on one thread.
+#[inline(always)]
 fn sum_abs_serial<T: Element>(x: &[T]) -> f64 {
     let mut buf = [0f32; BLOCK];
     // Eight independent accumulators let the loop vectorize; their order is
@@ -42,7 +88,7 @@ fn sum_abs_serial<T: Element>(x: &[T]) -> f64 {
 /// first-axis scale). A row is summed by one thread, in a fixed order.
 pub(super) fn row_mean_abs<T: Element>(x: &[T], inner: usize) -> Vec<f32> {
     x.par_chunks(inner)
-        .map(|row| scalar::mean_abs(sum_abs_serial(row), inner))
+        .map(|row| scalar::mean_abs(super::simd(|| sum_abs_serial(row)), inner))
         .collect()
 }
 
@@ -94,16 +140,21 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
         ranges
             .par_iter()
             .flat_map_iter(|&first| {
-                let width = WIDE.min(channels - first);
-                let mut acc = vec![0f64; width];
-                let mut buf = [0f32; BLOCK];
-                for row in x.chunks_exact(channels) {
-                    let part = T::read(&row[first..first + width], &mut buf);
-                    for (a, &v) in acc.iter_mut().zip(part) {
-                        *a += f64::from(v.abs());
-                    }
-                }
-                acc
+                super::simd(
+                    #[inline(always)]
+                    || {
+                        let width = WIDE.min(channels - first);
+                        let mut acc = vec![0f64; width];
+                        let mut buf = [0f32; BLOCK];
+                        for row in x.chunks_exact(channels) {
+                            let part = T::read(&row[first..first + width], &mut buf);
+                            for (a, &v) in acc.iter_mut().zip(part) {
+                                *a += f64::from(v.abs());
+                            }
+                        }
+                        acc
+                    },
+                )
             })
             .collect()
     } else {
@@ -113,14 +164,25 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
         let partials: Vec<Vec<f64>> = x
             .par_chunks(rows_per_task * channels)
             .map(|group| {
-                let mut acc = vec![0f64; channels];
-                let mut buf = [0f32; BLOCK];
-                for row in group.chunks_exact(channels) {
-                    for (a, &v) in acc.iter_mut().zip(T::read(row, &mut buf)) {
-                        *a += f64::from(v.abs());
-                    }
-                }
-                acc
+                super::simd(
+                    #[inline(always)]
+                    || {
+                        let mut acc = vec![0f64; channels];
+                        let mut buf = [0f32; BLOCK];
+                        // Whole rows converted a block at a time; each
+                        // channel still adds its rows in order.
+                        let rows_per_block = BLOCK / channels;
+                        for rows in group.chunks(rows_per_block * channels) {
+                            let rows = T::read(rows, &mut buf);
+                            for row in rows.chunks_exact(channels) {
+                                for (a, &v) in acc.iter_mut().zip(row) {
+                                    *a += f64::from(v.abs());
+                                }
+                            }
+                        }
+                        acc
+                    },
+                )
             })
             .collect();
         let mut sums = vec![0f64; channels];
