@@ -17,7 +17,8 @@
 #      machine's compute-sanitizer refuses the device);
 #   2. bit packing and the flip ratio, the training test and train_digits
 #      with cuBLAS (PyTorch's libcublas), GPU versus CPU at 2^28 elements,
-#      and the bandwidth table beside a device-to-device copy and PyTorch.
+#      the bandwidth table beside a device-to-device copy and PyTorch, and
+#      python/tests (lowbit.torch) on CUDA tensors, from a staged wheel.
 # Logs go under $OUT.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -110,6 +111,8 @@ step agrees_2e28 240 env LOWBIT_TEST_ELEMENTS=268435456 ./backends agrees
 ./lowbit info > "$out/info.txt" 2>&1
 step bench 300 sh -c "./lowbit bench --device cuda --size 268435456 --json > '$out/bench.json'"
 step torch_peer 180 sh -c "python3 torch_peer.py > '$out/torch.tsv'"
+# python/tests on CUDA tensors too: the repository's copy, from its root.
+step pytorch 240 sh -c "pip install -q --no-deps ./lowbit-*.whl && cd .. && python3 -m pytest -q python/tests"
 
 python3 - "$out" <<'PY' || true
 import sys, csv, json
