@@ -324,8 +324,8 @@ fn gpu<T: Element>(
     let (copy2, copy3) = (copy(2 * n * size)?, copy(3 * n * size)?);
     let x: CudaSlice<T> = stream.clone_htod(&input::<T>(n, 1)?)?;
     let dy: CudaSlice<T> = stream.clone_htod(&input::<T>(n, 2)?)?;
-    // SAFETY: every kernel writes all of `out` before anything reads it.
-    let mut out: CudaSlice<T> = unsafe { stream.alloc(n) }?;
+    // SAFETY: every kernel writes all of `result` before anything reads it.
+    let mut result: CudaSlice<T> = unsafe { stream.alloc(n) }?;
     let mut ws = Workspace::new();
     let shape = [n / CHANNELS, CHANNELS];
     for q in specs {
@@ -337,7 +337,7 @@ fn gpu<T: Element>(
                 &stream,
                 &x.as_view(),
                 &shape,
-                &mut out.as_view_mut(),
+                &mut result.as_view_mut(),
                 &mut ws,
             )?)
         })?;
@@ -348,7 +348,7 @@ fn gpu<T: Element>(
                 &x.as_view(),
                 &dy.as_view(),
                 &shape,
-                &mut out.as_view_mut(),
+                &mut result.as_view_mut(),
                 &mut ws,
             )?)
         })?;
