@@ -13,7 +13,7 @@ use crate::cpu::Dims;
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::mask::mask_words;
-use crate::op::{Direction, Op, Reduction, not_maskable};
+use crate::op::{Direction, Op, not_maskable};
 use crate::quantizer::Quantizer;
 
 /// Which call on a tensor.
@@ -262,11 +262,10 @@ impl<'s> Call<'s> {
         self.op.as_ref()
     }
 
-    /// Elements of the scale a masked call saves: one per channel where the
-    /// gradient reads a per-channel reduction (magnitude_aware_sign).
+    /// Elements of the scale a masked call saves ([`Op::saves_scale`]).
     pub(crate) fn scale_len(&self) -> usize {
-        match self.op.as_ref().map(|op| op.reduction(Direction::Backward)) {
-            Some(Reduction::ChannelMeanAbs) => self.channels,
+        match &self.op {
+            Some(op) if op.saves_scale() => self.channels,
             _ => 0,
         }
     }

@@ -349,6 +349,12 @@ impl Op {
         }
     }
 
+    /// Whether a masked forward saves a per-channel scale beside the mask:
+    /// where the gradient reads the channel means (magnitude_aware_sign).
+    pub(crate) fn saves_scale(&self) -> bool {
+        self.reduction(Direction::Backward) == Reduction::ChannelMeanAbs
+    }
+
     /// Whether the pass is a copy: of `x` forward (noop), of `dy` backward
     /// (noop, progressive_sign and the unclipped straight-through
     /// estimators; the scaled signs are other functors). A copy keeps every

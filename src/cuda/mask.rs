@@ -14,7 +14,7 @@ use crate::call::{Buffers, Call, Pass};
 use crate::element::{DType, Element};
 use crate::error::Result;
 use crate::mask::{MASK_BITS, mask_words};
-use crate::op::{Functor, Op, Reduction, Window};
+use crate::op::{Functor, Op, Window};
 use crate::quantizer::Quantizer;
 
 /// Blocks for `len` elements: a warp per mask word, or a thread per element.
@@ -50,7 +50,7 @@ fn masked(functor: &Functor) -> Option<Masked> {
 /// sets the bits.
 pub(crate) fn forward_plan(op: &Op, len: usize, channels: usize, bufs: Addresses) -> Plan {
     // An empty tensor still has its channels' scales (0) to write.
-    let scales = if has_scale(op) { channels } else { 0 };
+    let scales = if op.saves_scale() { channels } else { 0 };
     if len == 0 && scales == 0 {
         return Plan::new();
     }
@@ -102,12 +102,6 @@ pub(crate) fn backward_plan(op: &Op, len: usize, channels: usize, bufs: Addresse
         len,
         &[params, mask, scale, dy, out],
     ))
-}
-
-/// Whether the masked forward saves a scale (magnitude_aware_sign): its
-/// backward reads a per-channel reduction.
-fn has_scale(op: &Op) -> bool {
-    op.reduction(Direction::Backward) == Reduction::ChannelMeanAbs
 }
 
 impl Cuda {
