@@ -44,10 +44,51 @@ impl DType {
 }
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for half::f16 {}
-    impl Sealed for half::bf16 {}
+    use super::convert::{self, LANES, Level};
+    use half::{bf16, f16};
+
+    /// The lane conversions of the CPU's loops, which only this crate
+    /// names. With a constant `level` (the loop's SIMD context) each is a
+    /// few instructions inlined into the loop.
+    pub trait Sealed: Sized {
+        /// `LANES` elements widened to `f32` (exact).
+        fn widen(level: Level, src: &[Self; LANES]) -> [f32; LANES];
+        /// `LANES` values rounded to this type.
+        fn narrow(level: Level, v: &[f32; LANES]) -> [Self; LANES];
+    }
+
+    impl Sealed for f32 {
+        #[inline(always)]
+        fn widen(_: Level, src: &[f32; LANES]) -> [f32; LANES] {
+            *src
+        }
+        #[inline(always)]
+        fn narrow(_: Level, v: &[f32; LANES]) -> [f32; LANES] {
+            *v
+        }
+    }
+
+    impl Sealed for f16 {
+        #[inline(always)]
+        fn widen(level: Level, src: &[f16; LANES]) -> [f32; LANES] {
+            convert::f16_widen(level, src)
+        }
+        #[inline(always)]
+        fn narrow(level: Level, v: &[f32; LANES]) -> [f16; LANES] {
+            convert::f16_narrow(level, v)
+        }
+    }
+
+    impl Sealed for bf16 {
+        #[inline(always)]
+        fn widen(_: Level, src: &[bf16; LANES]) -> [f32; LANES] {
+            convert::bf16_widen_lanes(src)
+        }
+        #[inline(always)]
+        fn narrow(_: Level, v: &[f32; LANES]) -> [bf16; LANES] {
+            convert::bf16_narrow_lanes(v)
+        }
+    }
 }
 
 /// An element type lowbit computes on. Half types are widened to `f32`,

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::call::{Call, Host, Pass};
 use crate::element::Element;
-use crate::element::convert::{self, Level};
+use crate::element::convert::{self, LANES, Level};
 use crate::error::Result;
 use crate::op::{Direction, Elementwise, Index, Op, Reduction, with_functor};
 use crate::scalar;
@@ -116,12 +116,7 @@ pub(crate) fn forward<T: Element>(op: &Op, x: &[T], dims: Dims, y: &mut [T]) {
         return copy(x, y);
     }
     let reduced = reduce(op.reduction(Direction::Forward), x, dims);
-    with_functor!(op.functor, |f| map1(
-        x,
-        y,
-        #[inline(always)]
-        |x, y, offset| fwd_block(f, x, y, offset, &reduced, dims)
-    ))
+    with_functor!(op.functor, |f| map1(f, x, y, &reduced, dims))
 }
 
 /// `dx = dq/dx · dy`, with the same preconditions as [`forward`].
@@ -130,74 +125,229 @@ pub(crate) fn backward<T: Element>(op: &Op, x: &[T], dy: &[T], dims: Dims, dx: &
         return copy(dy, dx);
     }
     let reduced = reduce(op.reduction(Direction::Backward), x, dims);
-    with_functor!(op.functor, |f| map2(
-        x,
-        dy,
-        dx,
-        #[inline(always)]
-        |x, dy, dx, offset| bwd_block(f, x, dy, dx, offset, &reduced, dims)
-    ))
+    with_functor!(op.functor, |f| map2(f, x, dy, dx, &reduced, dims))
 }
 
-/// `y = f.fwd(x, s)` over one block that starts at tensor index `offset`,
-/// `s` the element's value of the reduction. `F::INDEX` is a constant, so
-/// only one arm is compiled for each functor.
-#[inline(always)]
-pub(crate) fn fwd_block<F: Elementwise>(
-    f: F,
-    x: &[f32],
-    y: &mut [f32],
-    offset: usize,
-    reduced: &Reduced,
-    dims: Dims,
-) {
-    // The closures are `move`: they copy the functor into their own state,
-    // which the compiler keeps in registers; captured by reference, its
-    // fields would be reloaded on every element and the loop would not
-    // vectorize.
-    match F::INDEX {
-        Index::None => each1(x, y, move |x| f.fwd(x, 0.0)),
-        Index::Scalar => {
-            let s = reduced.scalar();
-            each1(x, y, move |x| f.fwd(x, s))
+/// Each lane's value of the reduction (`s` of [`Elementwise`]) along one
+/// chunk: a cursor that moves through the tensor's indices step by step,
+/// with no division in the common case.
+pub(crate) struct Scales<'a> {
+    scalar: f32,
+    each: &'a [f32],
+    /// Channels (the period of [`Index::Channel`]) or elements per row.
+    width: usize,
+    /// Where the cursor is in its row of `width` elements.
+    pos: usize,
+    /// Which row (for [`Index::Row`]).
+    row: usize,
+}
+
+impl<'a> Scales<'a> {
+    /// The cursor for values read by `index`, at tensor index `start`.
+    pub(crate) fn new(index: Index, reduced: &'a Reduced, dims: Dims, start: usize) -> Self {
+        let width = match index {
+            Index::Channel => dims.channels,
+            Index::Row => dims.inner,
+            Index::None | Index::Scalar => 1,
         }
-        Index::Channel => each1_channels(x, y, offset, reduced.each(), move |x, s| f.fwd(x, s)),
-        Index::Row => each1_rows(x, y, offset, dims.inner, reduced.each(), move |x, s| {
-            f.fwd(x, s)
-        }),
+        .max(1);
+        Scales {
+            scalar: reduced.scalar(),
+            each: reduced.each(),
+            width,
+            pos: start % width,
+            row: start / width,
+        }
+    }
+
+    /// The values of the `LANES` lanes from the cursor on, which then moves
+    /// `n` on. Lanes past the tensor's end read 0. `index` is the one the
+    /// cursor was made for, a constant at each call, so only its arm is
+    /// compiled into the loop.
+    #[inline(always)]
+    pub(crate) fn next(&mut self, index: Index, n: usize) -> [f32; LANES] {
+        let (each, width) = (self.each, self.width);
+        let s = match index {
+            Index::None => [0.0; LANES],
+            Index::Scalar => [self.scalar; LANES],
+            Index::Channel => match each.get(self.pos..).and_then(|s| s.first_chunk()) {
+                Some(s) => *s,
+                // The lanes wrap around to channel 0.
+                None => {
+                    let mut c = self.pos;
+                    std::array::from_fn(|_| {
+                        let v = each.get(c).copied().unwrap_or(0.0);
+                        c = if c + 1 == width { 0 } else { c + 1 };
+                        v
+                    })
+                }
+            },
+            Index::Row if self.pos + LANES <= width => {
+                [each.get(self.row).copied().unwrap_or(0.0); LANES]
+            }
+            Index::Row => {
+                let (mut r, mut p) = (self.row, self.pos);
+                std::array::from_fn(|_| {
+                    let v = each.get(r).copied().unwrap_or(0.0);
+                    p += 1;
+                    if p == width {
+                        (r, p) = (r + 1, 0);
+                    }
+                    v
+                })
+            }
+        };
+        if matches!(index, Index::None | Index::Scalar) {
+            return s;
+        }
+        self.pos += n;
+        if self.pos >= width {
+            // One subtraction when rows are at least `LANES` long.
+            self.pos -= width;
+            self.row += 1;
+            if self.pos >= width {
+                self.row += self.pos / width;
+                self.pos %= width;
+            }
+        }
+        s
     }
 }
 
-/// [`fwd_block`] for the gradient.
+/// `LANES` elements of `src` from `i`, of which `n` are there: the lanes
+/// past them are 0.
 #[inline(always)]
-fn bwd_block<F: Elementwise>(
+pub(crate) fn lanes<T: Element>(src: &[T], i: usize, n: usize) -> [T; LANES] {
+    match src[i..].first_chunk() {
+        Some(full) if n == LANES => *full,
+        _ => {
+            let mut out = [T::default(); LANES];
+            out[..n].copy_from_slice(&src[i..i + n]);
+            out
+        }
+    }
+}
+
+/// Fills `dst` `LANES` elements at a time: `step(i, n)` gives the values of
+/// elements `i..i + n` (`n ≤ LANES`; the lanes past `n` are dropped). With
+/// `stream`, a first short step brings `dst` to a cache line, and every
+/// whole step after it is stored with streaming stores; the short steps at
+/// the ends write their lines with plain stores.
+#[inline(always)]
+pub(crate) fn steps<T: Element>(
+    level: Level,
+    dst: &mut [T],
+    stream: bool,
+    mut step: impl FnMut(usize, usize) -> [T; LANES],
+) {
+    let len = dst.len();
+    let head = if stream {
+        dst.as_ptr().align_offset(convert::LINE).min(len)
+    } else {
+        0
+    };
+    if head > 0 {
+        let v = step(0, head);
+        dst[..head].copy_from_slice(&v[..head]);
+    }
+    let mut i = head;
+    while let Some(out) = dst.get_mut(i..).and_then(|d| d.first_chunk_mut()) {
+        let v = step(i, LANES);
+        convert::store(level, &v, out, stream);
+        i += LANES;
+    }
+    if i < len {
+        let v = step(i, len - i);
+        dst[i..].copy_from_slice(&v[..len - i]);
+    }
+}
+
+/// `y = f.fwd(x, s)`, chunk by chunk in parallel.
+pub(crate) fn map1<T: Element, F: Elementwise>(
     f: F,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    offset: usize,
+    x: &[T],
+    y: &mut [T],
     reduced: &Reduced,
     dims: Dims,
 ) {
-    match F::INDEX {
-        Index::None => each2(x, dy, dx, move |x, dy| f.bwd(x, dy, 0.0)),
-        Index::Scalar => {
-            let s = reduced.scalar();
-            each2(x, dy, dx, move |x, dy| f.bwd(x, dy, s))
-        }
-        Index::Channel => each2_channels(x, dy, dx, offset, reduced.each(), move |x, dy, s| {
-            f.bwd(x, dy, s)
-        }),
-        Index::Row => each2_rows(
-            x,
-            dy,
-            dx,
-            offset,
-            dims.inner,
-            reduced.each(),
-            move |x, dy, s| f.bwd(x, dy, s),
-        ),
-    }
+    let stream = streams(2 * std::mem::size_of_val(x));
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .enumerate()
+        .for_each(|(chunk, (y, x))| {
+            simd(
+                #[inline(always)]
+                |level| {
+                    let mut s = Scales::new(F::INDEX, reduced, dims, chunk * CHUNK);
+                    steps(
+                        level,
+                        y,
+                        stream,
+                        // `move`: the functor's fields are then the closure's
+                        // own, kept in registers; borrowed, they were loaded
+                        // again at every step.
+                        #[inline(always)]
+                        move |i, n| {
+                            let x = T::widen(level, &lanes(x, i, n));
+                            let s = s.next(F::INDEX, n);
+                            let mut y = [0f32; LANES];
+                            for k in 0..LANES {
+                                y[k] = f.fwd(x[k], s[k]);
+                            }
+                            T::narrow(level, &y)
+                        },
+                    );
+                    if stream {
+                        convert::fence();
+                    }
+                },
+            )
+        });
+}
+
+/// `dx = f.bwd(x, dy, s)`, as [`map1`].
+pub(crate) fn map2<T: Element, F: Elementwise>(
+    f: F,
+    x: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    reduced: &Reduced,
+    dims: Dims,
+) {
+    let stream = streams(3 * std::mem::size_of_val(x));
+    dx.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+        .enumerate()
+        .for_each(|(chunk, (dx, (x, dy)))| {
+            simd(
+                #[inline(always)]
+                |level| {
+                    let mut s = Scales::new(F::INDEX, reduced, dims, chunk * CHUNK);
+                    steps(
+                        level,
+                        dx,
+                        stream,
+                        // `move`: the functor's fields are then the closure's
+                        // own, kept in registers; borrowed, they were loaded
+                        // again at every step.
+                        #[inline(always)]
+                        move |i, n| {
+                            let x = T::widen(level, &lanes(x, i, n));
+                            let dy = T::widen(level, &lanes(dy, i, n));
+                            let s = s.next(F::INDEX, n);
+                            let mut dx = [0f32; LANES];
+                            for k in 0..LANES {
+                                dx[k] = f.bwd(x[k], dy[k], s[k]);
+                            }
+                            T::narrow(level, &dx)
+                        },
+                    );
+                    if stream {
+                        convert::fence();
+                    }
+                },
+            )
+        });
 }
 
 fn copy<T: Element>(src: &[T], dst: &mut [T]) {
@@ -242,82 +392,13 @@ fn last_level_cache() -> Option<usize> {
     .max()
 }
 
-/// Calls `f(x, y, offset)` on `f32` views of matching blocks of `x` and `y`;
-/// `offset` is the index of the block's first element in the whole tensor.
-fn map1<T: Element>(x: &[T], y: &mut [T], f: impl Fn(&[f32], &mut [f32], usize) + Sync) {
-    let stream = streams(2 * std::mem::size_of_val(x));
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .enumerate()
-        .for_each(|(chunk, (y, x))| {
-            simd(
-                #[inline(always)]
-                || {
-                    let mut x_buf = [0f32; BLOCK];
-                    let mut y_buf = [0f32; BLOCK];
-                    for (block, (y, x)) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
-                        let x = T::read(x, &mut x_buf);
-                        let offset = chunk * CHUNK + block * BLOCK;
-                        if stream {
-                            T::write_stream(y, &mut y_buf, |y| f(x, y, offset));
-                        } else {
-                            T::write(y, &mut y_buf, |y| f(x, y, offset));
-                        }
-                    }
-                    if stream {
-                        convert::fence();
-                    }
-                },
-            )
-        });
-}
-
-/// [`map1`] with two inputs.
-fn map2<T: Element>(
-    x: &[T],
-    dy: &[T],
-    dx: &mut [T],
-    f: impl Fn(&[f32], &[f32], &mut [f32], usize) + Sync,
-) {
-    let stream = streams(3 * std::mem::size_of_val(x));
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .enumerate()
-        .for_each(|(chunk, (dx, (x, dy)))| {
-            simd(
-                #[inline(always)]
-                || {
-                    let mut x_buf = [0f32; BLOCK];
-                    let mut dy_buf = [0f32; BLOCK];
-                    let mut dx_buf = [0f32; BLOCK];
-                    let blocks = dx
-                        .chunks_mut(BLOCK)
-                        .zip(x.chunks(BLOCK).zip(dy.chunks(BLOCK)));
-                    for (block, (dx, (x, dy))) in blocks.enumerate() {
-                        let x = T::read(x, &mut x_buf);
-                        let dy = T::read(dy, &mut dy_buf);
-                        let offset = chunk * CHUNK + block * BLOCK;
-                        if stream {
-                            T::write_stream(dx, &mut dx_buf, |dx| f(x, dy, dx, offset));
-                        } else {
-                            T::write(dx, &mut dx_buf, |dx| f(x, dy, dx, offset));
-                        }
-                    }
-                    if stream {
-                        convert::fence();
-                    }
-                },
-            )
-        });
-}
-
 /// Runs `f` compiled for AVX-512 or AVX2 where the CPU has them, so the
 /// loops inlined into it vectorize sixteen or eight lanes wide instead of
 /// SSE2's four. The bits do not change: Rust never contracts `a * b + c`
 /// into an FMA, whatever the target, and the wider instructions round as
 /// the narrower ones do.
 #[inline(always)]
-pub(super) fn simd<R>(f: impl FnOnce() -> R) -> R {
+pub(super) fn simd<R>(f: impl FnOnce(Level) -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     match convert::best() {
         // SAFETY: `best` found these features on this CPU.
@@ -326,143 +407,65 @@ pub(super) fn simd<R>(f: impl FnOnce() -> R) -> R {
         Level::Avx2 => return unsafe { avx2(f) },
         Level::Portable => {}
     }
-    f()
+    f(Level::Portable)
+}
+
+// `f` gets its level as a constant, so the lane conversions it calls
+// ([`Element`]'s `widen` and `narrow`) fold to that level's instructions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn avx2<R>(f: impl FnOnce(Level) -> R) -> R {
+    f(Level::Avx2)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[inline(always)]
-fn each1(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = f(x);
-    }
-}
-
-#[inline(always)]
-fn each2(x: &[f32], dy: &[f32], dx: &mut [f32], f: impl Fn(f32, f32) -> f32) {
-    for (dx, (&x, &dy)) in dx.iter_mut().zip(x.iter().zip(dy)) {
-        *dx = f(x, dy);
-    }
-}
-
-/// Splits a block that starts at tensor index `offset` into runs that each
-/// lie within one row of `channels` elements: `(start in block, first channel,
-/// length)`. Within a run, element `i` has channel `first + i`, so the loops
-/// over a run are plain zips.
-fn channel_runs(
-    len: usize,
-    offset: usize,
-    channels: usize,
-) -> impl Iterator<Item = (usize, usize, usize)> {
-    let mut start = 0;
-    let mut channel = offset % channels.max(1);
-    std::iter::from_fn(move || {
-        if start >= len {
-            return None;
-        }
-        let run = (channels - channel).min(len - start);
-        let item = (start, channel, run);
-        start += run;
-        channel = 0;
-        Some(item)
-    })
-}
-
-#[inline(always)]
-fn each1_channels(
-    x: &[f32],
-    y: &mut [f32],
-    offset: usize,
-    scales: &[f32],
-    f: impl Fn(f32, f32) -> f32,
-) {
-    for (start, channel, len) in channel_runs(x.len(), offset, scales.len()) {
-        let x = &x[start..start + len];
-        let y = &mut y[start..start + len];
-        let s = &scales[channel..channel + len];
-        for (y, (&x, &s)) in y.iter_mut().zip(x.iter().zip(s)) {
-            *y = f(x, s);
-        }
-    }
-}
-
-#[inline(always)]
-fn each2_channels(
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    offset: usize,
-    scales: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32,
-) {
-    for (start, channel, len) in channel_runs(x.len(), offset, scales.len()) {
-        let range = start..start + len;
-        let (x, dy, dx) = (&x[range.clone()], &dy[range.clone()], &mut dx[range]);
-        let s = &scales[channel..channel + len];
-        for (dx, ((&x, &dy), &s)) in dx.iter_mut().zip(x.iter().zip(dy).zip(s)) {
-            *dx = f(x, dy, s);
-        }
-    }
-}
-
-/// [`each1_channels`] for a per-row scale: rows of `inner` elements.
-#[inline(always)]
-fn each1_rows(
-    x: &[f32],
-    y: &mut [f32],
-    offset: usize,
-    inner: usize,
-    scales: &[f32],
-    f: impl Fn(f32, f32) -> f32,
-) {
-    // channel_runs with `inner` as the row width splits at row boundaries.
-    for (start, _, len) in channel_runs(x.len(), offset, inner) {
-        let s = scales[(offset + start) / inner];
-        for (y, &x) in y[start..start + len].iter_mut().zip(&x[start..start + len]) {
-            *y = f(x, s);
-        }
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn each2_rows(
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    offset: usize,
-    inner: usize,
-    scales: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32,
-) {
-    for (start, _, len) in channel_runs(x.len(), offset, inner) {
-        let s = scales[(offset + start) / inner];
-        let range = start..start + len;
-        let (x, dy, dx) = (&x[range.clone()], &dy[range.clone()], &mut dx[range]);
-        for (dx, (&x, &dy)) in dx.iter_mut().zip(x.iter().zip(dy)) {
-            *dx = f(x, dy, s);
-        }
-    }
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
+unsafe fn avx512<R>(f: impl FnOnce(Level) -> R) -> R {
+    f(Level::Avx512)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::channel_runs;
+    use super::*;
+
+    /// The lanes of steps of `n` elements from `start`, as one list.
+    fn walk(index: Index, each: &[f32], dims: Dims, start: usize, n: usize) -> Vec<f32> {
+        let reduced = Reduced::Each(each.to_vec());
+        let mut s = Scales::new(index, &reduced, dims, start);
+        (0..4)
+            .flat_map(|_| s.next(index, n)[..n].to_vec())
+            .collect()
+    }
 
     #[test]
-    fn channel_runs_cover_the_block_row_by_row() {
-        let runs: Vec<_> = channel_runs(10, 3, 4).collect();
-        assert_eq!(runs, vec![(0, 3, 1), (1, 0, 4), (5, 0, 4), (9, 0, 1)]);
-        assert_eq!(channel_runs(0, 0, 4).count(), 0);
+    fn scales_follow_channels_and_rows() {
+        let v: Vec<f32> = (0..100).map(|c| c as f32).collect();
+        for (channels, start, n) in [(3, 2, 32), (64, 40, 32), (100, 90, 7), (1, 5, 32)] {
+            let dims = Dims { channels, inner: 0 };
+            let got = walk(Index::Channel, &v[..channels], dims, start, n);
+            let want: Vec<f32> = (start..start + 4 * n)
+                .map(|i| (i % channels) as f32)
+                .collect();
+            assert_eq!(got, want, "{channels} channels from {start}, steps of {n}");
+        }
+        for (inner, start, n) in [(5, 3, 32), (64, 60, 32), (1000, 999, 13)] {
+            let dims = Dims { channels: 1, inner };
+            let got = walk(Index::Row, &v, dims, start, n);
+            let want: Vec<f32> = (start..start + 4 * n).map(|i| (i / inner) as f32).collect();
+            assert_eq!(got, want, "rows of {inner} from {start}, steps of {n}");
+        }
+        // Past the last row the lanes read 0.
+        let dims = Dims {
+            channels: 1,
+            inner: 10,
+        };
+        assert_eq!(
+            walk(Index::Row, &[7.0, 8.0], dims, 15, 5),
+            [8.0; 5]
+                .iter()
+                .chain(&[0.0; 15])
+                .copied()
+                .collect::<Vec<_>>()
+        );
     }
 }

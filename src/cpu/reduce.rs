@@ -20,7 +20,7 @@ pub(super) fn sum_abs<T: Element>(x: &[T]) -> f64 {
     // slower than memory).
     let partials: Vec<[f64; LOCKSTEP]> = x
         .par_chunks(CHUNK * LOCKSTEP)
-        .map(|group| super::simd(|| sum_abs_lockstep(group)))
+        .map(|group| super::simd(|_| sum_abs_lockstep(group)))
         .collect();
     let count = x.len().div_ceil(CHUNK);
     partials.iter().flatten().take(count).sum()
@@ -88,7 +88,7 @@ fn sum_abs_serial<T: Element>(x: &[T]) -> f64 {
 /// first-axis scale). A row is summed by one thread, in a fixed order.
 pub(super) fn row_mean_abs<T: Element>(x: &[T], inner: usize) -> Vec<f32> {
     x.par_chunks(inner)
-        .map(|row| scalar::mean_abs(super::simd(|| sum_abs_serial(row)), inner))
+        .map(|row| scalar::mean_abs(super::simd(|_| sum_abs_serial(row)), inner))
         .collect()
 }
 
@@ -98,7 +98,7 @@ pub(super) fn max_abs_tanh<T: Element>(x: &[T]) -> f32 {
         .map(|chunk| {
             super::simd(
                 #[inline(always)]
-                || {
+                |_| {
                     let mut buf = [0f32; BLOCK];
                     // Independent lanes, as in `sum_abs`, so the loop vectorizes.
                     let mut lanes = [0f32; 8];
@@ -142,7 +142,7 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
             .flat_map_iter(|&first| {
                 super::simd(
                     #[inline(always)]
-                    || {
+                    |_| {
                         let width = WIDE.min(channels - first);
                         let mut acc = vec![0f64; width];
                         let mut buf = [0f32; BLOCK];
@@ -166,7 +166,7 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
             .map(|group| {
                 super::simd(
                     #[inline(always)]
-                    || {
+                    |_| {
                         let mut acc = vec![0f64; channels];
                         let mut buf = [0f32; BLOCK];
                         // Whole rows converted a block at a time; each

@@ -7,8 +7,9 @@
 
 use rayon::prelude::*;
 
-use super::{BLOCK, each1_channels, each2_channels, map1, map2, simd};
+use super::{BLOCK, Dims, Reduced, map1, map2, simd};
 use crate::element::Element;
+use crate::op::{Elementwise, Index};
 use crate::scalar;
 
 /// Threads in the CUDA reductions' fixed grid (`LOWBIT_REDUCE_BLOCKS ×
@@ -31,36 +32,44 @@ pub(crate) fn channel_groups(rows: usize, channels: usize) -> usize {
     }
 }
 
+/// `rsign`'s element, with α the value of each element's channel.
+#[derive(Clone, Copy)]
+struct RSign;
+
+impl Elementwise for RSign {
+    const INDEX: Index = Index::Channel;
+    #[inline(always)]
+    fn fwd(self, x: f32, alpha: f32) -> f32 {
+        scalar::rsign(x, alpha)
+    }
+    #[inline(always)]
+    fn bwd(self, x: f32, dy: f32, alpha: f32) -> f32 {
+        scalar::rsign_grad(x, dy, alpha)
+    }
+}
+
 /// `y = sign(x − α_c)`. Lengths were checked: `alpha` holds one value per
 /// channel and the channels divide `x`.
 pub(crate) fn forward<T: Element>(x: &[T], alpha: &[T], y: &mut [T]) {
-    let alpha = widen(alpha);
-    map1(
-        x,
-        y,
-        #[inline(always)]
-        |x, y, offset| each1_channels(x, y, offset, &alpha, scalar::rsign),
-    )
+    let (alpha, dims) = thresholds(alpha);
+    map1(RSign, x, y, &alpha, dims)
 }
 
 /// `dx` (ApproxSign's gradient at `x − α_c`), then `dα_c = −Σ dx` over the
 /// channel, summed from `dx` as stored in `T`.
 pub(crate) fn backward<T: Element>(x: &[T], alpha: &[T], dy: &[T], dx: &mut [T], dalpha: &mut [T]) {
-    let a = widen(alpha);
-    map2(
-        x,
-        dy,
-        dx,
-        #[inline(always)]
-        |x, dy, dx, offset| each2_channels(x, dy, dx, offset, &a, scalar::rsign_grad),
-    );
+    let (a, dims) = thresholds(alpha);
+    map2(RSign, x, dy, dx, &a, dims);
     for (d, sum) in dalpha.iter_mut().zip(channel_sums(dx, alpha.len())) {
         *d = T::from_f32(scalar::rsign_dalpha(sum));
     }
 }
 
-fn widen<T: Element>(v: &[T]) -> Vec<f32> {
-    v.iter().map(|a| a.to_f32()).collect()
+/// α widened, as the channel values of the elementwise passes.
+fn thresholds<T: Element>(alpha: &[T]) -> (Reduced, Dims) {
+    let channels = alpha.len();
+    let alpha = alpha.iter().map(|a| a.to_f32()).collect();
+    (Reduced::Each(alpha), Dims { channels, inner: 0 })
 }
 
 /// Σ of each channel of `v` (rows × `channels`, row-major), in the CUDA
@@ -91,7 +100,7 @@ pub(crate) fn channel_sums<T: Element>(v: &[T], channels: usize) -> Vec<f64> {
             let first = task * BLOCK;
             simd(
                 #[inline(always)]
-                || {
+                |_| {
                     let mut buf = [0f32; BLOCK];
                     for slab in v.chunks(items) {
                         // Only the last slab can be short.

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The instruction sets a conversion may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Level {
+pub enum Level {
     /// Whatever the compile-time target has; `half`'s slice conversions.
     Portable,
     /// AVX2 and F16C, eight lanes.
@@ -149,6 +149,81 @@ pub(crate) fn stream_f32(level: Level, src: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// Elements per step of the CPU's fused loops: one 64-byte cache line of a
+/// half-precision tensor, two of an `f32` one, one word of a 1-bit mask.
+pub(crate) const LANES: usize = 32;
+
+/// Bytes of a cache line, the unit of a streaming store.
+pub(crate) const LINE: usize = 64;
+
+/// `LANES` halves widened, in registers: a loop over these keeps loading
+/// `x` while it stores its results, where converting a block into a buffer
+/// first left the loads and the stores in separate bursts.
+#[inline(always)]
+pub(crate) fn f16_widen(level: Level, src: &[f16; LANES]) -> [f32; LANES] {
+    match level {
+        Level::Portable => src.map(f16::to_f32),
+        // SAFETY (both arms): `level` came from `available`, so the CPU has
+        // the features the function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::f16_widen_avx2(src) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::f16_widen_avx512(src) },
+    }
+}
+
+/// `LANES` values rounded to f16.
+#[inline(always)]
+pub(crate) fn f16_narrow(level: Level, v: &[f32; LANES]) -> [f16; LANES] {
+    match level {
+        Level::Portable => v.map(f16::from_f32),
+        // SAFETY: as in `f16_widen`.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::f16_narrow_avx2(v) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::f16_narrow_avx512(v) },
+    }
+}
+
+/// `LANES` bf16 widened: plain integer code, which the loops compiled for
+/// AVX-512 or AVX2 vectorize.
+#[inline(always)]
+pub(crate) fn bf16_widen_lanes(src: &[bf16; LANES]) -> [f32; LANES] {
+    let mut out = [0f32; LANES];
+    for (o, &h) in out.iter_mut().zip(src) {
+        *o = bf16_widen(h);
+    }
+    out
+}
+
+/// `LANES` values rounded to bf16, as [`bf16_widen_lanes`].
+#[inline(always)]
+pub(crate) fn bf16_narrow_lanes(v: &[f32; LANES]) -> [bf16; LANES] {
+    let mut out = [bf16::ZERO; LANES];
+    for (o, &s) in out.iter_mut().zip(v) {
+        *o = bf16_narrow(s);
+    }
+    out
+}
+
+/// `*dst = *v`, with streaming stores where `stream` is set, the level has
+/// them and `dst` starts a cache line (so it covers whole lines: `LANES`
+/// elements are one or two).
+#[inline(always)]
+pub(crate) fn store<T: Copy>(level: Level, v: &[T; LANES], dst: &mut [T; LANES], stream: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if stream && dst.as_ptr().addr().is_multiple_of(LINE) {
+        match level {
+            Level::Portable => {}
+            // SAFETY: the level's features are the CPU's (as above), and
+            // `dst` is aligned to a line.
+            Level::Avx2 => return unsafe { x86::stream_avx2(v, dst) },
+            Level::Avx512 => return unsafe { x86::stream_avx512(v, dst) },
+        }
+    }
+    *dst = *v;
+}
+
 /// Orders this thread's streaming stores before its later stores, so that a
 /// thread that synchronizes with it afterwards sees them.
 #[inline]
@@ -213,7 +288,7 @@ fn body<T>(dst: &[T], stream: bool, lanes: usize) -> (usize, usize) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{bf16_narrow, bf16_widen, body};
+    use super::{LANES, bf16_narrow, bf16_widen, body};
     use half::{bf16, f16};
     use std::arch::x86_64::*;
 
@@ -413,6 +488,88 @@ mod x86 {
         }
         for i in (0..start).chain(end..src.len()) {
             dst[i] = bf16_narrow(src[i]);
+        }
+    }
+
+    /// # Safety
+    /// As [`f16_to_f32_avx2`].
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn f16_widen_avx2(src: &[f16; LANES]) -> [f32; LANES] {
+        let p: *const __m128i = src.as_ptr().cast();
+        // SAFETY: four loads of 16 bytes within the 64 of `src`.
+        let v: [__m256; 4] =
+            std::array::from_fn(|k| _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(k)) }));
+        // SAFETY: 128 bytes of floats, either way.
+        unsafe { std::mem::transmute(v) }
+    }
+
+    /// # Safety
+    /// As [`f16_to_f32_avx512`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn f16_widen_avx512(src: &[f16; LANES]) -> [f32; LANES] {
+        let p: *const __m256i = src.as_ptr().cast();
+        // SAFETY: two loads of 32 bytes within the 64 of `src`.
+        let v: [__m512; 2] =
+            std::array::from_fn(|k| _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.add(k)) }));
+        // SAFETY: as above.
+        unsafe { std::mem::transmute(v) }
+    }
+
+    /// # Safety
+    /// As [`f16_to_f32_avx2`].
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn f16_narrow_avx2(v: &[f32; LANES]) -> [f16; LANES] {
+        let p = v.as_ptr();
+        let h: [__m128i; 4] = std::array::from_fn(|k| {
+            // SAFETY: eight floats within the 32 of `v`.
+            let v = unsafe { _mm256_loadu_ps(p.add(8 * k)) };
+            _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)
+        });
+        // SAFETY: 64 bytes of 16-bit patterns, either way.
+        unsafe { std::mem::transmute(h) }
+    }
+
+    /// # Safety
+    /// As [`f16_to_f32_avx512`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn f16_narrow_avx512(v: &[f32; LANES]) -> [f16; LANES] {
+        let p = v.as_ptr();
+        let h: [__m256i; 2] = std::array::from_fn(|k| {
+            // SAFETY: sixteen floats within the 32 of `v`.
+            let v = unsafe { _mm512_loadu_ps(p.add(16 * k)) };
+            _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)
+        });
+        // SAFETY: as above.
+        unsafe { std::mem::transmute(h) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, and `dst` must start a cache line.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn stream_avx2<T: Copy>(v: &[T; LANES], dst: &mut [T; LANES]) {
+        let (src, dst): (*const __m256i, *mut __m256i) =
+            (v.as_ptr().cast(), dst.as_mut_ptr().cast());
+        for k in 0..std::mem::size_of_val(v) / 32 {
+            // SAFETY: within both arrays; `dst` is aligned (the caller's).
+            unsafe { _mm256_stream_si256(dst.add(k), _mm256_loadu_si256(src.add(k))) };
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F, and `dst` must start a cache line.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn stream_avx512<T: Copy>(v: &[T; LANES], dst: &mut [T; LANES]) {
+        let (src, dst): (*const __m512i, *mut __m512i) =
+            (v.as_ptr().cast(), dst.as_mut_ptr().cast());
+        for k in 0..std::mem::size_of_val(v) / 64 {
+            // SAFETY: as above.
+            unsafe { _mm512_stream_si512(dst.add(k), _mm512_loadu_si512(src.add(k))) };
         }
     }
 
