@@ -8,9 +8,10 @@
 //!
 //! Work is split into fixed chunks of [`CHUNK`] elements, whatever the thread
 //! count, so reductions add in the same order on every machine and every run:
-//! the same input gives the same bits. Inside a chunk, half-precision data is
-//! converted [`BLOCK`] elements at a time into `f32` buffers on the stack, and
-//! the loops over those buffers are plain zips the compiler vectorizes.
+//! the same input gives the same bits. Inside a chunk the loops take steps
+//! of [`LANES`] elements ([`steps`]): widen them to `f32` in registers, apply
+//! the functor lane by lane (a loop of constant length, which the compiler
+//! vectorizes), narrow, store.
 
 pub(crate) mod bits;
 pub(crate) mod mask;
@@ -31,8 +32,6 @@ use crate::scalar;
 
 /// Elements per parallel task (and per partial sum of a reduction).
 const CHUNK: usize = 1 << 15;
-/// Elements converted to `f32` at a time.
-const BLOCK: usize = 1024;
 
 /// A tensor's channels (the last axis) and elements per first-axis index,
 /// which the per-channel and per-row reductions are taken over.
@@ -398,7 +397,7 @@ fn last_level_cache() -> Option<usize> {
 /// into an FMA, whatever the target, and the wider instructions round as
 /// the narrower ones do.
 #[inline(always)]
-pub(super) fn simd<R>(f: impl FnOnce(Level) -> R) -> R {
+pub(crate) fn simd<R>(f: impl FnOnce(Level) -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     match convert::best() {
         // SAFETY: `best` found these features on this CPU.

@@ -7,8 +7,9 @@
 
 use rayon::prelude::*;
 
-use super::{BLOCK, Dims, Reduced, map1, map2, simd};
+use super::{Dims, Reduced, lanes, map1, map2, simd};
 use crate::element::Element;
+use crate::element::convert;
 use crate::op::{Elementwise, Index};
 use crate::scalar;
 
@@ -72,6 +73,9 @@ fn thresholds<T: Element>(alpha: &[T]) -> (Reduced, Dims) {
     (Reduced::Each(alpha), Dims { channels, inner: 0 })
 }
 
+/// Partial sums each task of [`channel_sums`] owns.
+const ITEMS_PER_TASK: usize = 1024;
+
 /// Σ of each channel of `v` (rows × `channels`, row-major), in the CUDA
 /// kernels' order:
 ///
@@ -94,23 +98,26 @@ pub(crate) fn channel_sums<T: Element>(v: &[T], channels: usize) -> Vec<f64> {
     // Each task owns a range of items across every slab, so no two tasks
     // touch the same partial and each partial adds its slabs in order.
     partials
-        .par_chunks_mut(BLOCK)
+        .par_chunks_mut(ITEMS_PER_TASK)
         .enumerate()
         .for_each(|(task, part)| {
-            let first = task * BLOCK;
+            let first = task * ITEMS_PER_TASK;
             simd(
                 #[inline(always)]
-                |_| {
-                    let mut buf = [0f32; BLOCK];
+                |level| {
                     for slab in v.chunks(items) {
                         // Only the last slab can be short.
                         let end = slab.len().min(first + part.len());
                         if end <= first {
                             break;
                         }
-                        let vals = T::read(&slab[first..end], &mut buf);
-                        for (p, &x) in part.iter_mut().zip(vals) {
-                            *p += f64::from(x);
+                        let vals = &slab[first..end];
+                        for (i, part) in part[..vals.len()].chunks_mut(convert::LANES).enumerate() {
+                            let i = i * convert::LANES;
+                            let x = T::widen(level, &lanes(vals, i, part.len()));
+                            for (p, &x) in part.iter_mut().zip(&x) {
+                                *p += f64::from(x);
+                            }
                         }
                     }
                 },
