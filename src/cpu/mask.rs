@@ -117,6 +117,7 @@ fn map_mask<T: Element, F: Elementwise>(
     dims: Dims,
     window: Window,
 ) {
+    let scales = Scales::new(F::INDEX, reduced, dims);
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .zip(mask.par_chunks_mut(CHUNK / MASK_BITS))
@@ -125,7 +126,7 @@ fn map_mask<T: Element, F: Elementwise>(
             simd(
                 #[inline(always)]
                 |level| {
-                    let mut s = Scales::new(F::INDEX, reduced, dims, chunk * CHUNK);
+                    let mut s = scales.at(chunk * CHUNK);
                     // Without streaming every step starts at a multiple of
                     // LANES, one mask word.
                     steps(
@@ -158,6 +159,7 @@ fn map_unmask<T: Element>(
     (index, reduced, dims): (Index, &Reduced, Dims),
     f: impl Fn(bool, f32, f32) -> f32 + Sync + Copy,
 ) {
+    let scales = Scales::new(index, reduced, dims);
     dx.par_chunks_mut(CHUNK)
         .zip(dy.par_chunks(CHUNK))
         .zip(mask.par_chunks(CHUNK / MASK_BITS))
@@ -166,7 +168,7 @@ fn map_unmask<T: Element>(
             simd(
                 #[inline(always)]
                 |level| {
-                    let mut s = Scales::new(index, reduced, dims, chunk * CHUNK);
+                    let mut s = scales.at(chunk * CHUNK);
                     steps(
                         level,
                         dx,

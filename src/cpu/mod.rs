@@ -127,78 +127,96 @@ pub(crate) fn backward<T: Element>(op: &Op, x: &[T], dy: &[T], dims: Dims, dx: &
     with_functor!(op.functor, |f| map2(f, x, dy, dx, &reduced, dims))
 }
 
-/// Each lane's value of the reduction (`s` of [`Elementwise`]) along one
-/// chunk: a cursor that moves through the tensor's indices step by step,
-/// with no division in the common case.
-pub(crate) struct Scales<'a> {
+/// The reduction's values (`s` of [`Elementwise`]) as the loops read them.
+pub(crate) struct Scales {
+    index: Index,
     scalar: f32,
-    each: &'a [f32],
+    /// One value per channel, then the first `LANES` again (so the lanes of
+    /// any step are one contiguous slice), or one per row.
+    each: Vec<f32>,
     /// Channels (the period of [`Index::Channel`]) or elements per row.
     width: usize,
+}
+
+impl Scales {
+    /// The values read by `index`, from what the reduction gave.
+    pub(crate) fn new(index: Index, reduced: &Reduced, dims: Dims) -> Scales {
+        let (each, width) = match index {
+            Index::Channel => {
+                let v = reduced.each();
+                let wrapped = v.iter().cycle().take(v.len() + LANES);
+                (wrapped.copied().collect(), dims.channels)
+            }
+            Index::Row => (reduced.each().to_vec(), dims.inner),
+            Index::None | Index::Scalar => (Vec::new(), 1),
+        };
+        Scales {
+            index,
+            scalar: reduced.scalar(),
+            each,
+            width: width.max(1),
+        }
+    }
+
+    /// A cursor at tensor index `start`.
+    pub(crate) fn at(&self, start: usize) -> Cursor<'_> {
+        Cursor {
+            scales: self,
+            pos: start % self.width,
+            row: start / self.width,
+        }
+    }
+}
+
+/// Where a chunk's loop is in [`Scales`]: it moves step by step, with no
+/// division in the common case.
+pub(crate) struct Cursor<'a> {
+    scales: &'a Scales,
     /// Where the cursor is in its row of `width` elements.
     pos: usize,
     /// Which row (for [`Index::Row`]).
     row: usize,
 }
 
-impl<'a> Scales<'a> {
-    /// The cursor for values read by `index`, at tensor index `start`.
-    pub(crate) fn new(index: Index, reduced: &'a Reduced, dims: Dims, start: usize) -> Self {
-        let width = match index {
-            Index::Channel => dims.channels,
-            Index::Row => dims.inner,
-            Index::None | Index::Scalar => 1,
-        }
-        .max(1);
-        Scales {
-            scalar: reduced.scalar(),
-            each: reduced.each(),
-            width,
-            pos: start % width,
-            row: start / width,
-        }
-    }
-
+impl Cursor<'_> {
     /// The values of the `LANES` lanes from the cursor on, which then moves
-    /// `n` on. Lanes past the tensor's end read 0. `index` is the one the
-    /// cursor was made for, a constant at each call, so only its arm is
-    /// compiled into the loop.
+    /// `n` on. Lanes past the tensor's end (which the caller drops) read 0
+    /// past the last row. `index` is the one the scales were made for, a
+    /// constant at each call, so only its arm is compiled into the loop.
     #[inline(always)]
     pub(crate) fn next(&mut self, index: Index, n: usize) -> [f32; LANES] {
-        let (each, width) = (self.each, self.width);
+        debug_assert_eq!(index, self.scales.index);
+        let Scales {
+            each,
+            width,
+            scalar,
+            ..
+        } = self.scales;
+        let width = *width;
         let s = match index {
-            Index::None => [0.0; LANES],
-            Index::Scalar => [self.scalar; LANES],
+            Index::None => return [0.0; LANES],
+            Index::Scalar => return [*scalar; LANES],
             Index::Channel => match each.get(self.pos..).and_then(|s| s.first_chunk()) {
                 Some(s) => *s,
-                // The lanes wrap around to channel 0.
-                None => {
-                    let mut c = self.pos;
-                    std::array::from_fn(|_| {
-                        let v = each.get(c).copied().unwrap_or(0.0);
-                        c = if c + 1 == width { 0 } else { c + 1 };
-                        v
-                    })
-                }
+                None => [0.0; LANES],
             },
-            Index::Row if self.pos + LANES <= width => {
-                [each.get(self.row).copied().unwrap_or(0.0); LANES]
-            }
             Index::Row => {
-                let (mut r, mut p) = (self.row, self.pos);
-                std::array::from_fn(|_| {
-                    let v = each.get(r).copied().unwrap_or(0.0);
-                    p += 1;
-                    if p == width {
-                        (r, p) = (r + 1, 0);
+                let this = each.get(self.row).copied().unwrap_or(0.0);
+                let mut s = [this; LANES];
+                if self.pos + LANES > width {
+                    // The step reaches into the next row (or rows).
+                    let (mut row, mut pos) = (self.row, self.pos);
+                    for s in &mut s {
+                        *s = each.get(row).copied().unwrap_or(0.0);
+                        pos += 1;
+                        if pos == width {
+                            (row, pos) = (row + 1, 0);
+                        }
                     }
-                    v
-                })
+                }
+                s
             }
         };
-        if matches!(index, Index::None | Index::Scalar) {
-            return s;
-        }
         self.pos += n;
         if self.pos >= width {
             // One subtraction when rows are at least `LANES` long.
@@ -270,6 +288,7 @@ pub(crate) fn map1<T: Element, F: Elementwise>(
     dims: Dims,
 ) {
     let stream = streams(2 * std::mem::size_of_val(x));
+    let scales = Scales::new(F::INDEX, reduced, dims);
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .enumerate()
@@ -277,7 +296,7 @@ pub(crate) fn map1<T: Element, F: Elementwise>(
             simd(
                 #[inline(always)]
                 |level| {
-                    let mut s = Scales::new(F::INDEX, reduced, dims, chunk * CHUNK);
+                    let mut s = scales.at(chunk * CHUNK);
                     steps(
                         level,
                         y,
@@ -314,6 +333,7 @@ pub(crate) fn map2<T: Element, F: Elementwise>(
     dims: Dims,
 ) {
     let stream = streams(3 * std::mem::size_of_val(x));
+    let scales = Scales::new(F::INDEX, reduced, dims);
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .enumerate()
@@ -321,7 +341,7 @@ pub(crate) fn map2<T: Element, F: Elementwise>(
             simd(
                 #[inline(always)]
                 |level| {
-                    let mut s = Scales::new(F::INDEX, reduced, dims, chunk * CHUNK);
+                    let mut s = scales.at(chunk * CHUNK);
                     steps(
                         level,
                         dx,
@@ -429,11 +449,57 @@ mod tests {
 
     /// The lanes of steps of `n` elements from `start`, as one list.
     fn walk(index: Index, each: &[f32], dims: Dims, start: usize, n: usize) -> Vec<f32> {
-        let reduced = Reduced::Each(each.to_vec());
-        let mut s = Scales::new(index, &reduced, dims, start);
+        let scales = Scales::new(index, &Reduced::Each(each.to_vec()), dims);
+        let mut s = scales.at(start);
         (0..4)
             .flat_map(|_| s.next(index, n)[..n].to_vec())
             .collect()
+    }
+
+    /// `steps` writes each element once, with the step's value for it, at
+    /// every alignment and length, streaming or not.
+    fn steps_cover<T: Element>() {
+        for level in convert::available() {
+            for stream in [false, true] {
+                for (offset, len) in
+                    (0..33).flat_map(|o| [0, 1, 31, 32, 33, 100, 1000].map(|n| (o, n)))
+                {
+                    let mut buf = vec![T::from_f32(-1.0); offset + len + LANES];
+                    let mut next = 0;
+                    steps(level, &mut buf[offset..offset + len], stream, |i, n| {
+                        assert!(
+                            i == next && n > 0 && n <= LANES,
+                            "step {i}+{n} after {next}"
+                        );
+                        next = i + n;
+                        // Small integers, exact in every type.
+                        std::array::from_fn(|k| T::from_f32(((i + k) % 256) as f32))
+                    });
+                    convert::fence();
+                    assert_eq!(next, len);
+                    for (j, v) in buf.iter().enumerate() {
+                        let inside = (offset..offset + len).contains(&j);
+                        let want = if inside {
+                            ((j - offset) % 256) as f32
+                        } else {
+                            -1.0
+                        };
+                        assert_eq!(
+                            v.to_f32(),
+                            want,
+                            "{level:?} stream {stream}: {offset}+{len} at {j}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn steps_write_every_element_once() {
+        steps_cover::<f32>();
+        steps_cover::<half::f16>();
+        steps_cover::<half::bf16>();
     }
 
     #[test]
