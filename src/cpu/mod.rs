@@ -18,6 +18,7 @@ pub(crate) mod mask;
 pub(crate) mod pool;
 mod reduce;
 pub(crate) mod rsign;
+mod signs;
 
 use std::sync::OnceLock;
 
@@ -113,6 +114,9 @@ pub(crate) fn forward<T: Element>(op: &Op, x: &[T], dims: Dims, y: &mut [T]) {
     // A copy, not a round trip through f32, so NaN payloads survive.
     if op.copies(Direction::Forward) {
         return copy(x, y);
+    }
+    if signs::forward(op, x, y) {
+        return;
     }
     let reduced = reduce(op.reduction(Direction::Forward), x, dims);
     with_functor!(op.functor, |f| map1(f, x, y, &reduced, dims))
@@ -234,7 +238,7 @@ impl Cursor<'_> {
 /// `LANES` elements of `src` from `i`, of which `n` are there: the lanes
 /// past them are 0.
 #[inline(always)]
-pub(crate) fn lanes<T: Element>(src: &[T], i: usize, n: usize) -> [T; LANES] {
+pub(crate) fn lanes<T: Copy + Default>(src: &[T], i: usize, n: usize) -> [T; LANES] {
     match src[i..].first_chunk() {
         Some(full) if n == LANES => *full,
         _ => {
@@ -251,7 +255,7 @@ pub(crate) fn lanes<T: Element>(src: &[T], i: usize, n: usize) -> [T; LANES] {
 /// whole step after it is stored with streaming stores; the short steps at
 /// the ends write their lines with plain stores.
 #[inline(always)]
-pub(crate) fn steps<T: Element>(
+pub(crate) fn steps<T: Copy + Default>(
     level: Level,
     dst: &mut [T],
     stream: bool,
