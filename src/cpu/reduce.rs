@@ -135,9 +135,9 @@ fn chunk_max_abs_tanh<T: Element>(level: Level, chunk: &[T]) -> f32 {
         .step_by(LANES)
         .map(|i| (i, LANES.min(chunk.len() - i)));
     // The zeros past the end of the last step are |x| = tanh |x| = 0.
-    let widen = |(i, n)| T::widen(level, &lanes(chunk, i, n));
     let mut top = [0f32; LANES];
-    for v in steps.clone().map(widen) {
+    for (i, n) in steps.clone() {
+        let v = T::widen(level, &lanes(chunk, i, n));
         for (m, v) in top.iter_mut().zip(v) {
             *m = scalar::nan_max(*m, v.abs());
         }
@@ -148,7 +148,8 @@ fn chunk_max_abs_tanh<T: Element>(level: Level, chunk: &[T]) -> f32 {
     }
     let near = f32::from_bits(top.to_bits().saturating_sub(tanh_reach(top)));
     let mut max = [0f32; LANES];
-    for v in steps.map(widen) {
+    for (i, n) in steps {
+        let v = T::widen(level, &lanes(chunk, i, n));
         if v.iter().any(|&v| v.abs() >= near) {
             for (m, v) in max.iter_mut().zip(v) {
                 *m = m.max(scalar::tanh(v.abs()));
