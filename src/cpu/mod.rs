@@ -15,10 +15,10 @@
 
 pub(crate) mod bits;
 pub(crate) mod mask;
+mod pieces;
 pub(crate) mod pool;
 mod reduce;
 pub(crate) mod rsign;
-mod signs;
 
 use std::sync::OnceLock;
 
@@ -115,10 +115,10 @@ pub(crate) fn forward<T: Element>(op: &Op, x: &[T], dims: Dims, y: &mut [T]) {
     if op.copies(Direction::Forward) {
         return copy(x, y);
     }
-    if signs::forward(op, x, y) {
+    let reduced = reduce(op.reduction(Direction::Forward), x, dims);
+    if pieces::forward(op, x, y, &reduced, dims) {
         return;
     }
-    let reduced = reduce(op.reduction(Direction::Forward), x, dims);
     with_functor!(op.functor, |f| map1(f, x, y, &reduced, dims))
 }
 
