@@ -190,18 +190,31 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
             })
             .collect()
     } else {
-        // Many short rows: each task sums a fixed group of rows into a
-        // partial vector; the partials are then added in order.
-        let rows_per_task = (CHUNK / channels).max(1);
+        // Many short rows: each group of rows is summed into a partial
+        // vector, and the partials are then added in order. A task takes
+        // `LOCKSTEP` groups a step at a time each, in turn: the same
+        // additions in the same order, but as many streams of reads in
+        // flight instead of one (one stream ran at a third of `sum_abs`'s
+        // speed past the cache).
+        let group = (CHUNK / channels).max(1) * channels;
         let partials: Vec<Vec<f64>> = x
-            .par_chunks(rows_per_task * channels)
-            .map(|group| {
+            .par_chunks(group * LOCKSTEP)
+            .flat_map_iter(|groups| {
                 simd(
                     #[inline(always)]
                     |level| {
-                        let mut acc = vec![0f64; channels];
-                        add_abs_rows(level, group, &mut acc);
-                        acc
+                        let mut parts: Vec<_> = groups
+                            .chunks(group)
+                            .map(|g| (g, vec![0f64; channels], 0))
+                            .collect();
+                        for i in (0..group).step_by(LANES) {
+                            for (g, acc, c) in &mut parts {
+                                if i < g.len() {
+                                    add_abs_step(level, g, i, c, acc);
+                                }
+                            }
+                        }
+                        parts.into_iter().map(|(_, acc, _)| acc).collect::<Vec<_>>()
                     },
                 )
             })
@@ -221,31 +234,39 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
 
 /// Adds `|x|` of each element of `src`, whole rows of `acc.len()` elements,
 /// to its channel's `acc`, in the order of `src`: each channel adds its rows
-/// in order. A step that lies within one row adds as one vector.
+/// in order.
 #[inline(always)]
 fn add_abs_rows<T: Element>(level: Level, src: &[T], acc: &mut [f64]) {
-    let channels = acc.len();
     let mut c = 0;
     for i in (0..src.len()).step_by(LANES) {
-        let n = LANES.min(src.len() - i);
-        let v = T::widen(level, &lanes(src, i, n));
-        match acc.get_mut(c..).and_then(|a| a.first_chunk_mut::<LANES>()) {
-            Some(run) if n == LANES => {
-                for (a, v) in run.iter_mut().zip(v) {
-                    *a += f64::from(v.abs());
-                }
-                c += LANES;
+        add_abs_step(level, src, i, &mut c, acc);
+    }
+}
+
+/// One step of [`add_abs_rows`]: elements `i..i + LANES` of `src` (or to
+/// its end) added to the channels from `c` on, which then moves on. A step
+/// that lies within one row adds as one vector.
+#[inline(always)]
+fn add_abs_step<T: Element>(level: Level, src: &[T], i: usize, c: &mut usize, acc: &mut [f64]) {
+    let channels = acc.len();
+    let n = LANES.min(src.len() - i);
+    let v = T::widen(level, &lanes(src, i, n));
+    match acc.get_mut(*c..).and_then(|a| a.first_chunk_mut::<LANES>()) {
+        Some(run) if n == LANES => {
+            for (a, v) in run.iter_mut().zip(v) {
+                *a += f64::from(v.abs());
             }
-            _ => {
-                for v in &v[..n] {
-                    acc[c] += f64::from(v.abs());
-                    c = if c + 1 == channels { 0 } else { c + 1 };
-                }
+            *c += LANES;
+        }
+        _ => {
+            for v in &v[..n] {
+                acc[*c] += f64::from(v.abs());
+                *c = if *c + 1 == channels { 0 } else { *c + 1 };
             }
         }
-        if c == channels {
-            c = 0;
-        }
+    }
+    if *c == channels {
+        *c = 0;
     }
 }
 
