@@ -111,35 +111,35 @@ fn tanh_reach(top: f32) -> u32 {
 
 /// max |tanh x| over the whole tensor, NaN if any element is NaN.
 pub(super) fn max_abs_tanh<T: Element>(x: &[T]) -> f32 {
-    x.par_chunks(CHUNK)
-        .map(|chunk| {
+    x.par_chunks(CHUNK * LOCKSTEP)
+        .map(|group| {
             simd(
                 #[inline(always)]
-                |level| chunk_max_abs_tanh(level, chunk),
+                |level| group_max_abs_tanh(level, group),
             )
         })
         // `max` is order-independent, and so is "any NaN", so this is exact.
         .reduce(|| 0.0, scalar::nan_max)
 }
 
-/// max |tanh x| of one chunk, evaluating `tanh` (a division) only where it
-/// can be the maximum: |tanh x| = tanh |x|, and no `|x|` more than
-/// [`tanh_reach`] ulps below the chunk's largest has a larger `tanh` than
-/// that largest one. So a first pass finds the largest `|x|`, and a second
-/// (over a chunk still in the cache) evaluates `tanh` on the steps that hold
-/// an `|x|` that close to it; evaluating it on more lanes than that changes
-/// nothing, since none of them exceeds the maximum.
+/// max |tanh x| of a group of chunks, evaluating `tanh` (a division) only
+/// where it can be the maximum: |tanh x| = tanh |x|, and no `|x|` more than
+/// [`tanh_reach`] ulps below the group's largest has a larger `tanh` than
+/// that largest one. So a first pass finds the largest `|x|`, reading the
+/// chunks side by side as `sum_abs` does, and a second (over a group still
+/// in the cache) evaluates `tanh` on the steps that hold an `|x|` that close
+/// to it; evaluating it on more lanes than that changes nothing, since none
+/// of them exceeds the maximum.
 #[inline(always)]
-fn chunk_max_abs_tanh<T: Element>(level: Level, chunk: &[T]) -> f32 {
-    let steps = (0..chunk.len())
-        .step_by(LANES)
-        .map(|i| (i, LANES.min(chunk.len() - i)));
-    // The zeros past the end of the last step are |x| = tanh |x| = 0.
+fn group_max_abs_tanh<T: Element>(level: Level, group: &[T]) -> f32 {
+    // The zeros past the end of a short step are |x| = tanh |x| = 0.
     let mut top = [0f32; LANES];
-    for (i, n) in steps.clone() {
-        let v = T::widen(level, &lanes(chunk, i, n));
-        for (m, v) in top.iter_mut().zip(v) {
-            *m = scalar::nan_max(*m, v.abs());
+    for i in (0..CHUNK).step_by(LANES) {
+        for chunk in group.chunks(CHUNK).filter(|c| i < c.len()) {
+            let v = T::widen(level, &lanes(chunk, i, LANES.min(chunk.len() - i)));
+            for (m, v) in top.iter_mut().zip(v) {
+                *m = scalar::nan_max(*m, v.abs());
+            }
         }
     }
     let top = top.into_iter().fold(0.0, scalar::nan_max);
@@ -148,8 +148,8 @@ fn chunk_max_abs_tanh<T: Element>(level: Level, chunk: &[T]) -> f32 {
     }
     let near = f32::from_bits(top.to_bits().saturating_sub(tanh_reach(top)));
     let mut max = [0f32; LANES];
-    for (i, n) in steps {
-        let v = T::widen(level, &lanes(chunk, i, n));
+    for i in (0..group.len()).step_by(LANES) {
+        let v = T::widen(level, &lanes(group, i, LANES.min(group.len() - i)));
         if v.iter().any(|&v| v.abs() >= near) {
             for (m, v) in max.iter_mut().zip(v) {
                 *m = m.max(scalar::tanh(v.abs()));
