@@ -41,6 +41,8 @@ mod api;
 mod backend;
 pub mod bits;
 mod call;
+#[cfg(feature = "candle")]
+pub mod candle;
 mod cpu;
 #[cfg(lowbit_cuda)]
 pub mod cuda;

@@ -20,7 +20,13 @@ const SKIPPED: &str = "skipped: ";
 /// even where CUDA is required.
 #[allow(dead_code)] // not every test file that shares the harness skips
 pub fn skip_without(library: &str, why: impl std::fmt::Display) -> Result<(), String> {
-    Err(format!("{SKIPPED}needs {library}: {why}"))
+    Err(skip_message(library, why))
+}
+
+/// [`skip_without`]'s message, for a body that fails with it from deeper in.
+#[allow(dead_code)]
+pub fn skip_message(library: &str, why: impl std::fmt::Display) -> String {
+    format!("{SKIPPED}needs {library}: {why}")
 }
 
 /// Whether a CUDA run that cannot happen fails the test run.
