@@ -1,0 +1,407 @@
+//! larq's tutorial network for (Fashion-)MNIST, on candle tensors:
+//!
+//! ```text
+//! conv 3×3, 32 (input as it is, kernel quantized)  max-pool 2×2  batch norm
+//! conv 3×3, 64 (input and kernel quantized)        max-pool 2×2  batch norm
+//! conv 3×3, 64 (input and kernel quantized)                      batch norm
+//! flatten, dense 64 (input and kernel quantized)                 batch norm
+//! dense 10 (input and kernel quantized)                          batch norm, softmax
+//! ```
+//!
+//! No biases, batch norm without a learned scale (`scale=False`, as larq's
+//! tutorial; the logits' may have one), "valid" convolutions. Without
+//! quantizers it is the same network in full precision.
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, Var, bail,
+};
+use lowbit::candle::QuantizeExt;
+use lowbit::{Kind, Quantizer};
+
+/// The quantizers of a binarized network: larq's `kernel_quantizer` and
+/// `input_quantizer`.
+#[derive(Debug, Clone, Copy)]
+pub struct Quantizers {
+    pub kernels: Quantizer,
+    pub inputs: Quantizer,
+}
+
+/// How batch norm runs in a forward pass.
+#[derive(Debug, Clone, Copy)]
+pub enum Norm {
+    /// On the batch's own statistics, which then enter the running ones
+    /// with this weight (Keras's `1 − momentum`).
+    Train(f64),
+    /// On the running statistics.
+    Eval,
+}
+
+/// Keras's `BatchNormalization` defaults: momentum 0.99, epsilon 1e-3.
+pub const MOMENTUM: f64 = 0.99;
+const EPSILON: f64 = 1e-3;
+
+/// Batch norm over every axis but axis 1, the channels.
+struct BatchNorm {
+    beta: Var,
+    gamma: Option<Var>,
+    mean: Var,
+    var: Var,
+}
+
+impl BatchNorm {
+    fn new(channels: usize, scale: bool, device: &Device) -> Result<Self> {
+        Ok(BatchNorm {
+            beta: Var::zeros(channels, DType::F32, device)?,
+            gamma: match scale {
+                true => Some(Var::ones(channels, DType::F32, device)?),
+                false => None,
+            },
+            mean: Var::zeros(channels, DType::F32, device)?,
+            var: Var::ones(channels, DType::F32, device)?,
+        })
+    }
+
+    /// The same learned offsets and scales, with fresh running statistics.
+    fn sharing_parameters(&self) -> Result<Self> {
+        let channels = self.beta.elem_count();
+        let device = self.beta.device();
+        Ok(BatchNorm {
+            beta: self.beta.clone(),
+            gamma: self.gamma.clone(),
+            mean: Var::zeros(channels, DType::F32, device)?,
+            var: Var::ones(channels, DType::F32, device)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, norm: Norm) -> Result<Tensor> {
+        // Channels first, (C, everything else): candle reduces fast over
+        // the one trailing axis, and broadcasting a (C, 1) parameter along
+        // it has a fast gradient too; over several axes both are slow.
+        let c = x.dim(1)?;
+        let rows = x.transpose(0, 1)?.contiguous()?;
+        let flat = rows.reshape((c, ()))?;
+        let column = |t: &Tensor| t.reshape((c, 1));
+        let normalized = match norm {
+            Norm::Train(weight) => {
+                let count = flat.dim(1)? as f64;
+                let mean = flat.mean_keepdim(1)?;
+                let centered = flat.broadcast_sub(&mean)?;
+                let var = centered.sqr()?.mean_keepdim(1)?;
+                // Keras keeps the unbiased variance where it fuses batch norm
+                // (4-D inputs), the biased one on dense layers' outputs.
+                let unbias = if x.rank() == 4 {
+                    count / (count - 1.0)
+                } else {
+                    1.0
+                };
+                let blend = |running: &Var, batch: &Tensor, k: f64| -> Result<()> {
+                    let batch = (batch.detach().flatten_all()? * (weight * k))?;
+                    running.set(&((running.as_tensor() * (1.0 - weight))? + batch)?)
+                };
+                blend(&self.mean, &mean, 1.0)?;
+                blend(&self.var, &var, unbias)?;
+                centered.broadcast_mul(&(var + EPSILON)?.sqrt()?.recip()?)?
+            }
+            Norm::Eval => {
+                let inv_std = (self.var.as_tensor() + EPSILON)?.sqrt()?.recip()?;
+                flat.broadcast_sub(&column(self.mean.as_tensor())?)?
+                    .broadcast_mul(&column(&inv_std)?)?
+            }
+        };
+        let y = match &self.gamma {
+            Some(gamma) => normalized.broadcast_mul(&column(gamma.as_tensor())?)?,
+            None => normalized,
+        };
+        y.broadcast_add(&column(self.beta.as_tensor())?)?
+            .reshape(rows.shape())?
+            .transpose(0, 1)
+    }
+}
+
+/// `q(x)`, with `x`'s `channel` axis moved last for the quantizers that
+/// scale per channel: larq's layouts are channels last (NHWC activations,
+/// HWIO and (in, out) kernels), candle's are not. Moving it by one transpose
+/// keeps each channel's set of elements, which is all a per-channel
+/// reduction reads.
+fn quantize(x: &Tensor, q: &Quantizer, channel: usize) -> Result<Tensor> {
+    let last = x.rank() - 1;
+    match q.kind() {
+        Kind::MagnitudeAwareSign { .. } if channel != last => x
+            .transpose(channel, last)?
+            .quantize(q)?
+            .transpose(channel, last)?
+            .contiguous(),
+        _ => x.quantize(q),
+    }
+}
+
+/// Max-pooling over 2×2 windows with stride 2, an odd last row or column
+/// dropped (Keras's "valid"). The gradient goes to one element per window,
+/// the first maximum in row-major order, as TensorFlow's does. candle's
+/// `max_pool2d` is not used: its gradient scales the tied elements of a
+/// window wrongly, and misplaces the windows of an odd-sized input, and a
+/// binarized network's activations tie often.
+///
+/// On the CPU it is one op each way ([`MaxPool`]); elsewhere it is built
+/// from candle's ops ([`max_pool_composite`]), which cost as much as a
+/// convolution on the CPU.
+pub fn max_pool(x: &Tensor) -> Result<Tensor> {
+    match (x.device(), x.dtype()) {
+        (Device::Cpu, DType::F32) => x.contiguous()?.apply_op1(MaxPool),
+        _ => max_pool_composite(x),
+    }
+}
+
+/// [`max_pool`] from candle's ops: each window's elements gathered last,
+/// and the first maximum's picked out by its index.
+pub fn max_pool_composite(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (h, w) = (h / 2, w / 2);
+    let windows = x
+        .narrow(2, 0, 2 * h)?
+        .narrow(3, 0, 2 * w)?
+        .reshape((n, c, h, 2, w, 2))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .contiguous()?
+        .reshape((n, c, h, w, 4))?;
+    // argmax keeps the first of equal maxima.
+    let first = windows.detach().argmax_keepdim(4)?;
+    windows.gather(&first, 4)?.squeeze(4)
+}
+
+/// The index in `plane` (one channel's rows of `w`) of the first maximum of
+/// window (`i`, `j`).
+fn first_max(plane: &[f32], w: usize, i: usize, j: usize) -> usize {
+    let at = 2 * i * w + 2 * j;
+    [at + 1, at + w, at + w + 1]
+        .into_iter()
+        .fold(at, |best, k| if plane[k] > plane[best] { k } else { best })
+}
+
+/// [`max_pool`] on contiguous f32 CPU tensors.
+struct MaxPool;
+
+/// Its gradient, an op on `(x, dy)`.
+struct MaxPoolGrad;
+
+/// `x`'s planes and the pooled sizes, from a contiguous f32 CPU tensor.
+fn planes<'a>(s: &'a CpuStorage, l: &Layout) -> Result<(&'a [f32], usize, usize, usize, usize)> {
+    let (CpuStorage::F32(x), Some((start, end))) = (s, l.contiguous_offsets()) else {
+        bail!("the CPU max-pool takes contiguous f32 tensors")
+    };
+    let (_, _, h, w) = l.shape().dims4()?;
+    Ok((&x[start..end], h, w, h / 2, w / 2))
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max-pool-2x2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, h, w, ho, wo) = planes(s, l)?;
+        let mut y = Vec::with_capacity(x.len() / (h * w).max(1) * ho * wo);
+        for plane in x.chunks_exact(h * w) {
+            for i in 0..ho {
+                y.extend((0..wo).map(|j| plane[first_max(plane, w, i, j)]));
+            }
+        }
+        let (n, c, _, _) = l.shape().dims4()?;
+        Ok((CpuStorage::F32(y), Shape::from((n, c, ho, wo))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &MaxPoolGrad)?))
+    }
+}
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "max-pool-2x2-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, h, w, ho, wo) = planes(xs, xl)?;
+        let (CpuStorage::F32(dy), Some((start, end))) = (dys, dyl.contiguous_offsets()) else {
+            bail!("the CPU max-pool's gradient takes a contiguous f32 dy")
+        };
+        let mut dx = vec![0f32; x.len()];
+        let planes = x.chunks_exact(h * w).zip(dx.chunks_exact_mut(h * w));
+        for ((plane, grad), dy) in planes.zip(dy[start..end].chunks_exact(ho * wo)) {
+            for i in 0..ho {
+                for j in 0..wo {
+                    grad[first_max(plane, w, i, j)] = dy[i * wo + j];
+                }
+            }
+        }
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+}
+
+/// The kernels' shapes: three convolutions `(out, in, 3, 3)` and two dense
+/// layers `(out, in)`, candle's layouts.
+const KERNELS: [&[usize]; 5] = [
+    &[32, 1, 3, 3],
+    &[64, 32, 3, 3],
+    &[64, 64, 3, 3],
+    &[64, 3 * 3 * 64],
+    &[10, 64],
+];
+
+/// The network: its latent kernels, its batch norms, and its quantizers
+/// (none: full precision).
+pub struct Net {
+    kernels: Vec<Var>,
+    norms: Vec<BatchNorm>,
+    quantizers: Option<Quantizers>,
+}
+
+impl Net {
+    /// Kernels drawn from Keras's default initializer, Glorot uniform, with
+    /// `rng`; a learned scale on the logits' batch norm if `scaled_logits`.
+    pub fn new(
+        quantizers: Option<Quantizers>,
+        scaled_logits: bool,
+        rng: &mut SplitMix64,
+        device: &Device,
+    ) -> Result<Net> {
+        let kernels = KERNELS
+            .iter()
+            .map(|&shape| {
+                let field: usize = shape[2..].iter().product();
+                let (fan_out, fan_in) = (shape[0] * field, shape[1] * field);
+                let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+                let count = shape.iter().product();
+                let values: Vec<f32> = (0..count)
+                    .map(|_| ((2.0 * rng.next_f64() - 1.0) * limit) as f32)
+                    .collect();
+                Var::from_tensor(&Tensor::from_vec(values, shape, device)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norms = KERNELS
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| BatchNorm::new(shape[0], scaled_logits && i == 4, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Net {
+            kernels,
+            norms,
+            quantizers,
+        })
+    }
+
+    /// What the optimiser trains: the kernels, and batch norm's offsets and
+    /// scales.
+    pub fn trained(&self) -> Vec<Var> {
+        let norms = self
+            .norms
+            .iter()
+            .flat_map(|n| [Some(&n.beta), n.gamma.as_ref()]);
+        self.kernels
+            .iter()
+            .chain(norms.flatten())
+            .cloned()
+            .collect()
+    }
+
+    /// larq's `weight_clip`: the latent kernels of a binarized network are
+    /// clipped to [−1, 1] after each step, where the sign's gradient lives.
+    pub fn clip_kernels(&self) -> Result<()> {
+        if self.quantizers.is_some() {
+            for k in &self.kernels {
+                k.set(&k.as_tensor().clamp(-1f32, 1f32)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The logits of images `x` (N, 1, 28, 28).
+    pub fn forward(&self, x: &Tensor, norm: Norm) -> Result<Tensor> {
+        let q = self.quantizers.as_ref();
+        let kernel = |i: usize| -> Result<Tensor> {
+            let k = self.kernels[i].as_tensor();
+            match q {
+                Some(q) => quantize(k, &q.kernels, 0),
+                None => Ok(k.clone()),
+            }
+        };
+        let input = |x: &Tensor| -> Result<Tensor> {
+            match q {
+                Some(q) => quantize(x, &q.inputs, 1),
+                None => Ok(x.clone()),
+            }
+        };
+        let bn = |i: usize, x: &Tensor| self.norms[i].forward(x, norm);
+
+        // The first layer's input, the image, is not quantized.
+        let x = x.conv2d(&kernel(0)?, 0, 1, 1, 1)?;
+        let x = bn(0, &max_pool(&x)?)?;
+        let x = input(&x)?.conv2d(&kernel(1)?, 0, 1, 1, 1)?;
+        let x = bn(1, &max_pool(&x)?)?;
+        let x = bn(2, &input(&x)?.conv2d(&kernel(2)?, 0, 1, 1, 1)?)?;
+        let x = x.flatten_from(1)?;
+        let x = bn(3, &input(&x)?.matmul(&kernel(3)?.t()?)?)?;
+        bn(4, &input(&x)?.matmul(&kernel(4)?.t()?)?)
+    }
+
+    /// A copy that shares the kernels and batch norm's learned parameters,
+    /// with the running statistics recomputed at the current kernels: the
+    /// mean over training-mode passes of `batches`. A binarized network's
+    /// moving averages mix the statistics of the last hundred-odd steps,
+    /// whose kernels differ by every sign that flipped, and a test on them
+    /// swings by ±5 points from one check to the next.
+    pub fn recalibrated<'a>(&self, batches: impl IntoIterator<Item = &'a Tensor>) -> Result<Net> {
+        let copy = Net {
+            kernels: self.kernels.clone(),
+            norms: self
+                .norms
+                .iter()
+                .map(BatchNorm::sharing_parameters)
+                .collect::<Result<Vec<_>>>()?,
+            quantizers: self.quantizers,
+        };
+        for (k, batch) in batches.into_iter().enumerate() {
+            copy.forward(&batch.detach(), Norm::Train(1.0 / (k + 1) as f64))?;
+        }
+        Ok(copy)
+    }
+}
+
+/// A small seeded generator (SplitMix64, Steele et al. 2014) for the
+/// initial kernels and the shuffles, so that a seed gives the same run.
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A uniformly random permutation of `0..n` (Fisher–Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<u32> {
+        let mut p: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            p.swap(i, j);
+        }
+        p
+    }
+}
