@@ -47,7 +47,7 @@ impl Op {
             let (start, end) = contiguous(self, layout)?;
             views.push(storage.as_cuda_slice::<T>()?.slice(start..end));
         }
-        let (cuda, ws) = crate::cuda::registry::for_stream(&stream).map_err(|e| self.error(e))?;
+        let (cuda, ws) = crate::ffi::for_stream(&stream).map_err(|e| self.error(e))?;
         let mut ws = ws.lock().unwrap_or_else(PoisonError::into_inner);
         // SAFETY: every element is written by the call below before the
         // tensor is read (in stream order), or the tensor is dropped.

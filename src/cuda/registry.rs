@@ -194,7 +194,6 @@ unsafe fn cuda_of(ctx: cu::CUcontext, id: u64) -> Result<Arc<Cuda>> {
 /// lowbit's kernels for `stream`'s context and `stream`'s workspace, for
 /// callers that hold a cudarc stream but no [`Cuda`] of their own (candle's
 /// tensors). Loaded and made on first use, as for the C ABI.
-#[cfg_attr(not(feature = "candle-cuda"), allow(dead_code))]
 pub(crate) fn for_stream(stream: &Arc<CudaStream>) -> Result<(Arc<Cuda>, Arc<Mutex<Workspace>>)> {
     probe::probe().map_err(Error::CudaUnavailable)?;
     let ctx = stream.context();
