@@ -6,6 +6,8 @@
 //! A custom harness (`harness = false`, `tests/harness`) so that a backend
 //! that cannot run is reported as skipped, not silently passed.
 
+#[path = "../examples/train_fashion_mnist/conv.rs"]
+mod conv;
 mod harness;
 #[path = "../examples/train_fashion_mnist/idx.rs"]
 mod idx;
@@ -198,6 +200,50 @@ fn max_pool_op_equals_the_composite(b: &Backend) -> Result<(), String> {
     }
 }
 
+/// The im2col convolution gives candle's `conv2d`'s values and gradients,
+/// bit for bit: the operands are multiples of ½ in [−1, 1], so that every
+/// sum is exact in any order.
+fn conv2d_equals_candles(b: &Backend) -> Result<(), String> {
+    let device = device(b)?;
+    let err = |e: candle_core::Error| e.to_string();
+    let halves = |shape: &[usize]| {
+        Tensor::rand(0f32, 5f32, shape, &device)
+            .and_then(|t| (t.floor()? * 0.5)? - 1.0)
+            .and_then(|t| Var::from_tensor(&t))
+    };
+    for (x, k) in [([3, 2, 7, 6], [4, 2, 3, 3]), ([2, 5, 11, 11], [3, 5, 3, 2])] {
+        let (x, k) = (halves(&x).map_err(err)?, halves(&k).map_err(err)?);
+        let run = |ours: bool| -> candle_core::Result<Vec<Vec<f32>>> {
+            let y = match ours {
+                true => conv::conv2d(&x, &k)?,
+                false => x.conv2d(&k, 0, 1, 1, 1)?,
+            };
+            let dy = (y.ones_like()? * 0.5)?.cumsum(3)?;
+            let grads = (&y * &dy)?.sum_all()?.backward()?;
+            let flat = |t: Option<&Tensor>| match t {
+                Some(t) => t.flatten_all()?.to_vec1::<f32>(),
+                None => candle_core::bail!("no gradient"),
+            };
+            Ok(vec![
+                y.flatten_all()?.to_vec1()?,
+                flat(grads.get(&x))?,
+                flat(grads.get(&k))?,
+            ])
+        };
+        let (ours, candles) = (run(true).map_err(err)?, run(false).map_err(err)?);
+        for (what, (a, b)) in ["y", "dx", "dk"].iter().zip(ours.iter().zip(&candles)) {
+            if a != b {
+                return Err(format!(
+                    "{what} differs for x {:?}, k {:?}",
+                    x.dims(),
+                    k.dims()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `Net::recalibrated` on one batch: inference on that batch then matches
 /// training mode on it (up to the unbiased variance's n/(n−1)), the
 /// original network is left as it was, and the statistics matter (the
@@ -257,6 +303,7 @@ fn main() {
             max_pool_op_equals_the_composite,
             false,
         ),
+        ("conv2d_equals_candles", conv2d_equals_candles, false),
         (
             "recalibrated_statistics_are_the_batchs_own",
             recalibrated_statistics_are_the_batchs_own,

@@ -9,6 +9,7 @@
 //! cargo run --release --features candle --example train_fashion_mnist -- --weights 'ste_tern(ternary_weight_networks=true)'
 //! ```
 
+mod conv;
 mod idx;
 mod net;
 mod train;

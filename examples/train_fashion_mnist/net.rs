@@ -18,6 +18,8 @@ use candle_core::{
 use lowbit::candle::QuantizeExt;
 use lowbit::{Kind, Quantizer};
 
+use crate::conv::conv2d;
+
 /// The quantizers of a binarized network: larq's `kernel_quantizer` and
 /// `input_quantizer`.
 #[derive(Debug, Clone, Copy)]
@@ -169,13 +171,20 @@ pub fn max_pool_composite(x: &Tensor) -> Result<Tensor> {
     windows.gather(&first, 4)?.squeeze(4)
 }
 
-/// The index in `plane` (one channel's rows of `w`) of the first maximum of
-/// window (`i`, `j`).
-fn first_max(plane: &[f32], w: usize, i: usize, j: usize) -> usize {
-    let at = 2 * i * w + 2 * j;
-    [at + 1, at + w, at + w + 1]
-        .into_iter()
-        .fold(at, |best, k| if plane[k] > plane[best] { k } else { best })
+/// The first maximum of window `j` of rows `top` and `bottom`: its place
+/// in the window (0 to 3, row-major) and its value.
+fn first_max(top: &[f32], bottom: &[f32], j: usize) -> (usize, f32) {
+    let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
+    (1..4).fold((0, window[0]), |(k, max), i| match window[i] > max {
+        true => (i, window[i]),
+        false => (k, max),
+    })
+}
+
+/// The `i`-th pair of rows of `plane`, whose rows hold `w` each.
+fn row_pair(plane: &[f32], w: usize, i: usize) -> (&[f32], &[f32]) {
+    let top = &plane[2 * i * w..];
+    (&top[..w], &top[w..2 * w])
 }
 
 /// [`max_pool`] on contiguous f32 CPU tensors.
@@ -203,7 +212,8 @@ impl CustomOp1 for MaxPool {
         let mut y = Vec::with_capacity(x.len() / (h * w).max(1) * ho * wo);
         for plane in x.chunks_exact(h * w) {
             for i in 0..ho {
-                y.extend((0..wo).map(|j| plane[first_max(plane, w, i, j)]));
+                let (top, bottom) = row_pair(plane, w, i);
+                y.extend((0..wo).map(|j| first_max(top, bottom, j).1));
             }
         }
         let (n, c, _, _) = l.shape().dims4()?;
@@ -235,8 +245,10 @@ impl CustomOp2 for MaxPoolGrad {
         let planes = x.chunks_exact(h * w).zip(dx.chunks_exact_mut(h * w));
         for ((plane, grad), dy) in planes.zip(dy[start..end].chunks_exact(ho * wo)) {
             for i in 0..ho {
-                for j in 0..wo {
-                    grad[first_max(plane, w, i, j)] = dy[i * wo + j];
+                let (top, bottom) = row_pair(plane, w, i);
+                for (j, &dy) in dy[i * wo..(i + 1) * wo].iter().enumerate() {
+                    let (k, _) = first_max(top, bottom, j);
+                    grad[(2 * i + k / 2) * w + 2 * j + k % 2] = dy;
                 }
             }
         }
@@ -340,11 +352,11 @@ impl Net {
         let bn = |i: usize, x: &Tensor| self.norms[i].forward(x, norm);
 
         // The first layer's input, the image, is not quantized.
-        let x = x.conv2d(&kernel(0)?, 0, 1, 1, 1)?;
+        let x = conv2d(x, &kernel(0)?)?;
         let x = bn(0, &max_pool(&x)?)?;
-        let x = input(&x)?.conv2d(&kernel(1)?, 0, 1, 1, 1)?;
+        let x = conv2d(&input(&x)?, &kernel(1)?)?;
         let x = bn(1, &max_pool(&x)?)?;
-        let x = bn(2, &input(&x)?.conv2d(&kernel(2)?, 0, 1, 1, 1)?)?;
+        let x = bn(2, &conv2d(&input(&x)?, &kernel(2)?)?)?;
         let x = x.flatten_from(1)?;
         let x = bn(3, &input(&x)?.matmul(&kernel(3)?.t()?)?)?;
         bn(4, &input(&x)?.matmul(&kernel(4)?.t()?)?)
