@@ -89,6 +89,10 @@ pub fn load(
     })
 }
 
+/// The training images batch-norm statistics are recomputed over for a
+/// test (the default recipe; the end of a run on the moving averages).
+pub const RECALIBRATION: usize = 5_000;
+
 /// How a network is trained and tested.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -122,12 +126,12 @@ impl Recipe {
     /// This example's default.
     pub fn better() -> Recipe {
         Recipe {
-            epochs: 6,
+            epochs: 8,
             batch: 64,
             learning_rate: 2e-3,
             final_learning_rate: Some(2e-5),
             scaled_logits: true,
-            recalibration: 5_000,
+            recalibration: RECALIBRATION,
         }
     }
 
