@@ -21,18 +21,7 @@ pins=(
     nvidia-nvvm==13.0.88
 )
 
-if [[ ! -x "$venv/bin/python" ]]; then
-    python3 -m venv "$venv" >&2
-fi
-installed="$("$venv/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null || true)"
-for pin in "${pins[@]}"; do
-    if ! grep -qixF "$pin" <<<"$installed"; then
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check "${pins[@]}" >&2
-        break
-    fi
-done
-
-cu13="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13"
+cu13="$(bash "$(dirname "${BASH_SOURCE[0]}")/pinned-venv.sh" "$venv" "${pins[@]}")/nvidia/cu13"
 "$cu13/bin/nvcc" --version >/dev/null
 echo "export PATH='$cu13/bin':\"\$PATH\""
 echo "export CUDA_ROOT='$cu13'"
