@@ -22,7 +22,9 @@ use candle_core::Device;
 use clap::{Parser, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lowbit::{Kind, Quantizer};
-use net::{Net, Quantizers, SplitMix64};
+use net::{Net, Quantizers};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use train::{BoxError, Data, Epoch, RECALIBRATION, Recipe};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -244,7 +246,7 @@ fn train_one(
     bars: &MultiProgress,
     bar: &ProgressBar,
 ) -> Result<Trained, BoxError> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let device = data.train.images.device();
     let net = Net::new(job.quantizers, recipe.scaled_logits, &mut rng, device)?;
     let epochs = train::train(&net, data, recipe, &mut rng, bar, |e| {

@@ -9,7 +9,10 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, loss};
 use indicatif::ProgressBar;
 
 use crate::idx::Labelled;
-use crate::net::{MOMENTUM, Net, Norm, SplitMix64};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::net::{MOMENTUM, Net, Norm};
 
 /// The errors of a run: candle's, the data's.
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -169,7 +172,7 @@ pub fn train(
     net: &Net,
     data: &Data,
     recipe: &Recipe,
-    rng: &mut SplitMix64,
+    rng: &mut StdRng,
     bar: &ProgressBar,
     mut report: impl FnMut(&Epoch),
 ) -> Result<Vec<Epoch>> {
@@ -190,7 +193,8 @@ pub fn train(
         let start = Instant::now();
         bar.reset();
         bar.set_length(per_epoch as u64);
-        let order = rng.permutation(n);
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.shuffle(rng);
         let (mut loss_sum, mut hits) = (0.0, 0);
         for (i, chunk) in order.chunks(recipe.batch).enumerate() {
             adam.set_learning_rate(recipe.learning_rate(per_epoch * (epoch - 1) + i, steps));
