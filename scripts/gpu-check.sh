@@ -94,15 +94,6 @@ else
 fi
 
 # Part 2: the rest, and the numbers.
-cublas=$(find /usr/local/cuda*/lib64 /usr/lib/x86_64-linux-gnu \
-    $(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null) \
-    -maxdepth 4 -name 'libcublas.so*' 2>/dev/null | sort | head -1)
-if [ -n "$cublas" ]; then
-    # cudarc asks for libcublas.so (or .so.12, .so.11, ...): link whichever is found.
-    mkdir -p lib && ln -sf "$cublas" lib/libcublas.so
-    export LD_LIBRARY_PATH="$PWD/lib:$(dirname "$cublas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
-echo "libcublas: ${cublas:-not found}" | tee "$out/cublas.txt"
 step bits_backends 90 ./bits_backends
 step training 120 ./training
 step agrees_2e28 240 env LOWBIT_TEST_ELEMENTS=268435456 ./backends agrees

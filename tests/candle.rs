@@ -20,30 +20,9 @@ use lowbit::{Backend, Element, Quantizer, bf16, f16};
 
 type R<T = ()> = Result<T, Box<dyn Error>>;
 
-/// candle's device for the backend's kind.
-fn device(b: &Backend) -> Result<Device, String> {
-    match b.name() {
-        "cpu" => Ok(Device::Cpu),
-        _ => cuda_device(),
-    }
-}
-
-#[cfg(feature = "candle-cuda")]
-fn cuda_device() -> Result<Device, String> {
-    Device::new_cuda(0).map_err(|e| e.to_string())
-}
-
-#[cfg(not(feature = "candle-cuda"))]
-fn cuda_device() -> Result<Device, String> {
-    Err(harness::skip_message(
-        "candle's CUDA backend",
-        "built without the candle-cuda feature",
-    ))
-}
-
 /// Runs a body that needs candle's device, mapping its errors to text.
 fn on(b: &Backend, body: fn(&Backend, &Device) -> R) -> Result<(), String> {
-    let device = device(b)?;
+    let device = harness::candle_device(b)?;
     body(b, &device).map_err(|e| e.to_string())
 }
 
@@ -215,7 +194,7 @@ impl common::Runner for Through {
 }
 
 fn larq_reference_through_candle(b: &Backend) -> Result<(), String> {
-    let failures = common::run_all(&Through(device(b)?));
+    let failures = common::run_all(&Through(harness::candle_device(b)?));
     match failures.is_empty() {
         true => Ok(()),
         false => Err(format!(

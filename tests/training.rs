@@ -19,7 +19,7 @@ mod train;
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use indicatif::ProgressBar;
 use lowbit::{Backend, Quantizer};
 use net::{Net, Norm, Quantizers};
@@ -29,18 +29,6 @@ use train::{Data, Recipe, Split};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/fashion-mnist");
 
-/// candle's device for the harness's backend.
-fn device(b: &Backend) -> Result<Device, String> {
-    match b.name() {
-        "cpu" => Ok(Device::Cpu),
-        _ if cfg!(feature = "candle-cuda") => Device::new_cuda(0).map_err(|e| e.to_string()),
-        _ => Err(harness::skip_message(
-            "candle-cuda",
-            "built without the candle-cuda feature",
-        )),
-    }
-}
-
 fn spec(s: &str) -> Quantizer {
     s.parse().expect("a valid SPEC")
 }
@@ -48,7 +36,7 @@ fn spec(s: &str) -> Quantizer {
 /// The short run: the first 3,000 training images, 2 epochs, the example's
 /// default recipe otherwise; tested on the first 2,000 test images.
 fn short_run(b: &Backend, quantizers: Quantizers) -> Result<f64, String> {
-    let device = device(b)?;
+    let device = harness::candle_device(b)?;
     let data = train::load(Path::new(DATA), Some(3_000), &device).map_err(|e| e.to_string())?;
     let first = |s: &Split, n: usize| -> candle_core::Result<Split> {
         Ok(Split {
@@ -125,7 +113,7 @@ fn cut_hidden_gradients_stay_below_the_bar(b: &Backend) -> Result<(), String> {
 /// The pool's gradient goes to the first maximum of each window, one
 /// element only, on ties too; an odd last row and column get none.
 fn max_pool_gradient_goes_to_the_first_maximum(b: &Backend) -> Result<(), String> {
-    let device = device(b)?;
+    let device = harness::candle_device(b)?;
     let err = |e: candle_core::Error| e.to_string();
     #[rustfmt::skip]
     let x = [
@@ -174,7 +162,7 @@ fn max_pool_gradient_goes_to_the_first_maximum(b: &Backend) -> Result<(), String
 /// devices run) agree bit for bit, forward and gradient, on odd sizes and
 /// inputs full of ties.
 fn max_pool_op_equals_the_composite(b: &Backend) -> Result<(), String> {
-    let device = device(b)?;
+    let device = harness::candle_device(b)?;
     let err = |e: candle_core::Error| e.to_string();
     let x = Tensor::rand(0f32, 3f32, (4, 3, 7, 10), &device)
         .and_then(|t| t.floor())
@@ -206,7 +194,7 @@ fn max_pool_op_equals_the_composite(b: &Backend) -> Result<(), String> {
 /// bit for bit: the operands are multiples of ½ in [−1, 1], so that every
 /// sum is exact in any order.
 fn conv2d_equals_candles(b: &Backend) -> Result<(), String> {
-    let device = device(b)?;
+    let device = harness::candle_device(b)?;
     let err = |e: candle_core::Error| e.to_string();
     let halves = |shape: &[usize]| {
         Tensor::rand(0f32, 5f32, shape, &device)
@@ -251,7 +239,7 @@ fn conv2d_equals_candles(b: &Backend) -> Result<(), String> {
 /// original network is left as it was, and the statistics matter (the
 /// output moved from the fresh network's).
 fn recalibrated_statistics_are_the_batchs_own(b: &Backend) -> Result<(), String> {
-    let device = device(b)?;
+    let device = harness::candle_device(b)?;
     let err = |e: candle_core::Error| e.to_string();
     let q = spec("ste_sign");
     let mut rng = StdRng::seed_from_u64(7);

@@ -29,6 +29,23 @@ pub fn skip_message(library: &str, why: impl std::fmt::Display) -> String {
     format!("{SKIPPED}needs {library}: {why}")
 }
 
+/// candle's device for the backend's kind. The CUDA one needs candle's
+/// CUDA backend (feature `candle-cuda`); without it the body is skipped.
+#[cfg(feature = "candle")]
+#[allow(dead_code)]
+pub fn candle_device(b: &Backend) -> Result<candle_core::Device, String> {
+    match b.name() {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        #[cfg(feature = "candle-cuda")]
+        _ => candle_core::Device::new_cuda(0).map_err(|e| e.to_string()),
+        #[cfg(not(feature = "candle-cuda"))]
+        _ => Err(skip_message(
+            "candle's CUDA backend",
+            "built without the candle-cuda feature",
+        )),
+    }
+}
+
 /// Whether a CUDA run that cannot happen fails the test run.
 fn cuda_required() -> bool {
     std::env::var("LOWBIT_TEST_REQUIRE_CUDA").is_ok_and(|v| v == "1")
