@@ -19,20 +19,7 @@ pins=(
     nvidia-cuda-nvcc-cu12==12.0.76
 )
 
-if [[ ! -x "$venv/bin/python" ]]; then
-    python3 -m venv "$venv" >&2
-fi
-# Reinstall only when a pin is missing or at another version.
-installed="$("$venv/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null || true)"
-for pin in "${pins[@]}"; do
-    if ! grep -qixF "$pin" <<<"$installed"; then
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check "${pins[@]}" >&2
-        break
-    fi
-done
-
-# The venv's python version is in the site-packages path: ask it, don't guess.
-nvidia="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia"
+nvidia="$(bash "$root/scripts/pinned-venv.sh" "$venv" "${pins[@]}")/nvidia"
 test -f "$nvidia/cuda_nvrtc/lib/libnvrtc.so.12"
 test -f "$nvidia/cuda_runtime/include/cuda_fp16.h"
 "$nvidia/cuda_nvcc/bin/ptxas" --version >/dev/null

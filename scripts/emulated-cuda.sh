@@ -3,11 +3,14 @@
 # built in (NVRTC required), and the emulator's libcuda.so stands in for the
 # NVIDIA driver, so every CUDA test body runs the embedded PTX, memory-checked.
 #
-#   scripts/emulated-cuda.sh [cargo test args...]   default: cargo test --release
+#   scripts/emulated-cuda.sh [cargo test args...]
+#   default: README's test command, cargo test --release --features candle
 #
 # A CUDA body that cannot run is a failure here (LOWBIT_TEST_REQUIRE_CUDA=1):
-# only a body that needs cuBLAS, which has no emulated stand-in, may skip,
-# and it says so. The exit status is non-zero when any test fails.
+# only a body that needs a library with no emulated stand-in may skip, and
+# it says so: cuBLAS, or candle's CUDA backend (which needs cuBLAS and
+# kernels nvcc compiled to the GPU's machine code). The exit status is
+# non-zero when any test fails.
 #
 # Environment: LOWBIT_NVRTC and LOWBIT_CUDA_INCLUDE (else
 # scripts/cuda-toolchain.sh installs and sets the pinned NVRTC),
@@ -34,7 +37,7 @@ export LOWBIT_TEST_REQUIRE_CUDA=1
 export LOWBIT_TEST_ELEMENTS="${LOWBIT_TEST_ELEMENTS:-100003}"
 
 if (($# == 0)); then
-    set -- --release
+    set -- --release --features candle
 fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
@@ -42,7 +45,7 @@ status=0
 cargo test "$@" 2>&1 | tee "$log" || status=$?
 # The harness already fails a CUDA body that cannot run; this catches a
 # skip from anywhere else.
-if grep -E '\[cuda\] \.\.\. skipped' "$log" | grep -v 'skipped: needs cuBLAS'; then
+if grep -E '\[cuda\] \.\.\. skipped' "$log" | grep -vE "skipped: needs (cuBLAS|candle's CUDA backend)"; then
     echo "emulated-cuda: a CUDA test body was skipped on the emulated device" >&2
     status=1
 fi

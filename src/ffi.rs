@@ -1,7 +1,8 @@
 //! What the C ABI (the `lowbit-capi` crate, `capi/`) needs of lowbit's
 //! insides: the call description the Rust calls check against, so that a C
 //! call is refused for the same reasons, and the process-wide CUDA state
-//! (`cuda/registry.rs`) for callers that bring only a stream.
+//! (`cuda/registry.rs`) for callers that bring only a stream (the C ABI, and
+//! candle's tensors, whose tests reach it here).
 //! Hidden from the documentation: not part of the Rust API, and changed
 //! with lowbit's insides.
 
@@ -44,4 +45,18 @@ pub unsafe fn on_stream<R>(
 ) -> Result<R> {
     // SAFETY: forwarded from the caller.
     unsafe { crate::cuda::registry::on_stream(stream, pointer, need, f) }
+}
+
+/// lowbit's kernels for a cudarc stream's context and that stream's
+/// workspace, made on first use and kept for the life of the process (what
+/// `lowbit::candle` runs candle's CUDA tensors with).
+#[cfg(lowbit_cuda)]
+#[allow(clippy::type_complexity)]
+pub fn for_stream(
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+) -> Result<(
+    std::sync::Arc<crate::cuda::Cuda>,
+    std::sync::Arc<std::sync::Mutex<crate::cuda::Workspace>>,
+)> {
+    crate::cuda::registry::for_stream(stream)
 }

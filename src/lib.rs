@@ -41,6 +41,8 @@ mod api;
 mod backend;
 pub mod bits;
 mod call;
+#[cfg(feature = "candle")]
+pub mod candle;
 mod cpu;
 #[cfg(lowbit_cuda)]
 pub mod cuda;
@@ -64,7 +66,8 @@ pub use quantizer::{
 // The element types, so users need not depend on `half` themselves.
 pub use half::{bf16, f16};
 
-// README.md's examples compile and run as doctests.
-#[cfg(doctest)]
+// README.md's examples compile and run as doctests, with README's test
+// command (`--features candle`: one example is candle's).
+#[cfg(all(doctest, feature = "candle"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

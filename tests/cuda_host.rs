@@ -477,6 +477,60 @@ mod cuda {
         }
     }
 
+    /// A cudarc stream's kernels and workspace (what `lowbit::candle` runs
+    /// candle's CUDA tensors with) are made once: the kernels per context,
+    /// the workspace per stream; and a call through them on a view at an
+    /// offset gives the CPU's bits.
+    pub fn a_cudarc_streams_kernels_and_workspace_are_kept(_: &Backend) -> R {
+        let ctx = CudaContext::new(0).map_err(err)?;
+        let (s1, s2) = (
+            ctx.new_stream().map_err(err)?,
+            ctx.new_stream().map_err(err)?,
+        );
+        let (k1, w1) = lowbit::ffi::for_stream(&s1).map_err(err)?;
+        let (k1_again, w1_again) = lowbit::ffi::for_stream(&s1).map_err(err)?;
+        let (k2, w2) = lowbit::ffi::for_stream(&s2).map_err(err)?;
+        if !Arc::ptr_eq(&k1, &k1_again) || !Arc::ptr_eq(&k1, &k2) {
+            return Err("the kernels were loaded again for the same context".into());
+        }
+        if !Arc::ptr_eq(&w1, &w1_again) || Arc::ptr_eq(&w1, &w2) {
+            return Err("not one workspace per stream".into());
+        }
+
+        // A reduction (max |tanh x|, whose order does not change its bits)
+        // that needs the workspace.
+        let q: Quantizer = "dorefa(mode=weights)".parse().unwrap();
+        let (rows, channels, offset) = (37, 24, 5);
+        let host = data(offset + rows * channels, 11);
+        let want = q
+            .forward_vec(&host[offset..], &[rows, channels])
+            .map_err(err)?;
+        let x = s1.clone_htod(&host).map_err(err)?;
+        let mut y = s1.alloc_zeros::<f32>(rows * channels).map_err(err)?;
+        let mut ws = w1.lock().unwrap();
+        k1.forward(
+            &q,
+            &s1,
+            &x.slice(offset..),
+            &[rows, channels],
+            &mut y.slice_mut(..),
+            &mut ws,
+        )
+        .map_err(err)?;
+        if ws.capacity() == 0 {
+            return Err("the reduction did not grow the stream's workspace".into());
+        }
+        let got = s1.clone_dtoh(&y).map_err(err)?;
+        if got
+            .iter()
+            .map(|v| v.to_bits())
+            .ne(want.iter().map(|v| v.to_bits()))
+        {
+            return Err("the offset view's result is not the CPU's".into());
+        }
+        Ok(())
+    }
+
     /// Every spec's forward and backward through the C ABI and the cudarc
     /// views, on `stream`.
     fn calls(
@@ -538,6 +592,11 @@ fn main() {
         (
             "noop_in_place_copies_nothing",
             cuda::noop_in_place_copies_nothing,
+            true,
+        ),
+        (
+            "a_cudarc_streams_kernels_and_workspace_are_kept",
+            cuda::a_cudarc_streams_kernels_and_workspace_are_kept,
             true,
         ),
         (

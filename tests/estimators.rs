@@ -366,8 +366,8 @@ fn first_axis_scale_is_its_definition_for_every_sign_quantizer() {
 #[test]
 fn first_axis_scale_handles_empty_and_scalar_tensors() {
     let q = q("ste_sign(scale=first_axis)");
-    assert_eq!(q.forward_vec::<f32>(&[], &[0, 5]).unwrap(), []);
-    assert_eq!(q.forward_vec::<f32>(&[], &[5, 0]).unwrap(), []);
+    assert_eq!(q.forward_vec::<f32>(&[], &[0, 5]).unwrap(), [0f32; 0]);
+    assert_eq!(q.forward_vec::<f32>(&[], &[5, 0]).unwrap(), [0f32; 0]);
     // A scalar is its own row: α = |x|.
     assert_eq!(q.forward_vec(&[-0.5f32], &[]).unwrap(), [-0.5]);
     // All-zero rows give 0 with gradient 0, like magnitude_aware_sign.

@@ -67,12 +67,19 @@ const STUB_LIBRARY: c_int = 34;
 /// `CUDA_ERROR_NO_DEVICE`.
 const NO_DEVICE: c_int = 100;
 
+/// The driver library's names, in the order cudarc's loader tries them
+/// (the ones a driver install or a toolkit provides). Written here rather
+/// than asked of cudarc: where anything in the build links libcuda instead
+/// (candle's CUDA backend selects cudarc's `dynamic-linking`), cudarc has
+/// no loader to ask, and the linked library is found by its soname.
+const LIBRARIES: &[&str] = if cfg!(windows) {
+    &["nvcuda.dll"]
+} else {
+    &["libcuda.so", "libcuda.so.1"]
+};
+
 pub(crate) fn probe() -> Result<Driver, String> {
-    // The same candidates, in the same order, as cudarc's loader.
-    let candidates: Vec<String> = ["cuda", "nvcuda"]
-        .iter()
-        .flat_map(|l| cudarc::get_lib_name_candidates(l))
-        .collect();
+    let candidates = LIBRARIES;
     static LIB: OnceLock<Option<libloading::Library>> = OnceLock::new();
     // SAFETY: loading the CUDA driver library runs its initializers, which
     // is what using CUDA at all requires.

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
 
-use cudarc::driver::{CudaContext, result, sys as cu};
+use cudarc::driver::{CudaContext, CudaStream, result, sys as cu};
 
 use super::{Cuda, Workspace, driver, probe};
 use crate::error::{Error, Result};
@@ -189,4 +189,47 @@ unsafe fn cuda_of(ctx: cu::CUcontext, id: u64) -> Result<Arc<Cuda>> {
     let cuda = Arc::new(Cuda::with_context(context)?);
     cudas.insert(id, cuda.clone());
     Ok(cuda)
+}
+
+/// lowbit's kernels for `stream`'s context and `stream`'s workspace, for
+/// callers that hold a cudarc stream but no [`Cuda`] of their own (candle's
+/// tensors). Loaded and made on first use, as for the C ABI.
+pub(crate) fn for_stream(stream: &Arc<CudaStream>) -> Result<(Arc<Cuda>, Arc<Mutex<Workspace>>)> {
+    probe::probe().map_err(Error::CudaUnavailable)?;
+    let ctx = stream.context();
+    ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+    let (mut ctx_id, mut stream_id) = (0u64, 0u64);
+    // SAFETY: a live context and stream (cudarc holds them), out-pointers.
+    unsafe {
+        cu::cuCtxGetId(ctx.cu_ctx(), &mut ctx_id)
+            .result()
+            .map_err(driver("cuCtxGetId"))?;
+        cu::cuStreamGetId(stream.cu_stream(), &mut stream_id)
+            .result()
+            .map_err(driver("cuStreamGetId"))?;
+    }
+    let cuda = {
+        let mut cudas = registry()
+            .cudas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match cudas.get(&ctx_id) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Arc::new(Cuda::with_context(ctx.clone())?);
+                cudas.insert(ctx_id, c.clone());
+                c
+            }
+        }
+    };
+    // The default streams' ids are per context, and a cudarc stream is
+    // never the per-thread one, so no thread in the key.
+    let ws = registry()
+        .workspaces
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry((ctx_id, stream_id, None))
+        .or_default()
+        .clone();
+    Ok((cuda, ws))
 }

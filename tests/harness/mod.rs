@@ -20,7 +20,30 @@ const SKIPPED: &str = "skipped: ";
 /// even where CUDA is required.
 #[allow(dead_code)] // not every test file that shares the harness skips
 pub fn skip_without(library: &str, why: impl std::fmt::Display) -> Result<(), String> {
-    Err(format!("{SKIPPED}needs {library}: {why}"))
+    Err(skip_message(library, why))
+}
+
+/// [`skip_without`]'s message, for a body that fails with it from deeper in.
+#[allow(dead_code)]
+pub fn skip_message(library: &str, why: impl std::fmt::Display) -> String {
+    format!("{SKIPPED}needs {library}: {why}")
+}
+
+/// candle's device for the backend's kind. The CUDA one needs candle's
+/// CUDA backend (feature `candle-cuda`); without it the body is skipped.
+#[cfg(feature = "candle")]
+#[allow(dead_code)]
+pub fn candle_device(b: &Backend) -> Result<candle_core::Device, String> {
+    match b.name() {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        #[cfg(feature = "candle-cuda")]
+        _ => candle_core::Device::new_cuda(0).map_err(|e| e.to_string()),
+        #[cfg(not(feature = "candle-cuda"))]
+        _ => Err(skip_message(
+            "candle's CUDA backend",
+            "built without the candle-cuda feature",
+        )),
+    }
 }
 
 /// Whether a CUDA run that cannot happen fails the test run.
