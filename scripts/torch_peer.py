@@ -2,12 +2,12 @@
 """PyTorch eager doing the same maths as lowbit's quantizers on the GPU, timed
 the same way (CUDA events, median of 15 after a warm-up), for the GPU check's
 table. Prints: quantizer, dtype, dir, median_ms, GB/s (same byte count as
-lowbit's: forward 2 tensors, backward 3)."""
+lowbit's: forward 2 tensors, backward 3).
+
+`OPS` is imported by scripts/torch_compile_peer.py (the CPU peer), so the
+GPU run is under `__main__`."""
 import os
 import torch
-
-n = int(os.environ.get("LOWBIT_BENCH_ELEMENTS", 1 << 28))
-dev = "cuda"
 
 
 def sign(x):
@@ -68,19 +68,26 @@ def timed(f):
     return sorted(ms)[7]
 
 
-print("quantizer\tdtype\tdir\tmedian_ms\tGB/s")
-src = torch.empty(n * 4, dtype=torch.uint8, device=dev)
-dst = torch.empty_like(src)
-ms = timed(lambda: dst.copy_(src))
-print(f"copy\tu8\tdtod\t{ms:.4f}\t{2 * 4 * n / (ms * 1e6):.1f}")
-del src, dst
-for name, dtype in [("f32", torch.float32), ("f16", torch.float16), ("bf16", torch.bfloat16)]:
-    x = (torch.rand(n, device=dev) * 4 - 2).to(dtype)
-    dy = (torch.rand(n, device=dev) * 4 - 2).to(dtype)
-    size = x.element_size()
-    for q, (fwd, bwd) in OPS.items():
-        for d, f, streams in [("fwd", lambda: fwd(x), 2), ("bwd", lambda: bwd(x, dy), 3)]:
-            ms = timed(f)
-            print(f"{q}\t{name}\t{d}\t{ms:.4f}\t{streams * size * n / (ms * 1e6):.1f}")
-    del x, dy
-    torch.cuda.empty_cache()
+def main():
+    n = int(os.environ.get("LOWBIT_BENCH_ELEMENTS", 1 << 28))
+    dev = "cuda"
+    print("quantizer\tdtype\tdir\tmedian_ms\tGB/s")
+    src = torch.empty(n * 4, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    ms = timed(lambda: dst.copy_(src))
+    print(f"copy\tu8\tdtod\t{ms:.4f}\t{2 * 4 * n / (ms * 1e6):.1f}")
+    del src, dst
+    for name, dtype in [("f32", torch.float32), ("f16", torch.float16), ("bf16", torch.bfloat16)]:
+        x = (torch.rand(n, device=dev) * 4 - 2).to(dtype)
+        dy = (torch.rand(n, device=dev) * 4 - 2).to(dtype)
+        size = x.element_size()
+        for q, (fwd, bwd) in OPS.items():
+            for d, f, streams in [("fwd", lambda: fwd(x), 2), ("bwd", lambda: bwd(x, dy), 3)]:
+                ms = timed(f)
+                print(f"{q}\t{name}\t{d}\t{ms:.4f}\t{streams * size * n / (ms * 1e6):.1f}")
+        del x, dy
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

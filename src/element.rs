@@ -44,10 +44,51 @@ impl DType {
 }
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for half::f16 {}
-    impl Sealed for half::bf16 {}
+    use super::convert::{self, LANES, Level};
+    use half::{bf16, f16};
+
+    /// The lane conversions of the CPU's loops, which only this crate
+    /// names. With a constant `level` (the loop's SIMD context) each is a
+    /// few instructions inlined into the loop.
+    pub trait Sealed: Sized {
+        /// `LANES` elements widened to `f32` (exact).
+        fn widen(level: Level, src: &[Self; LANES]) -> [f32; LANES];
+        /// `LANES` values rounded to this type.
+        fn narrow(level: Level, v: &[f32; LANES]) -> [Self; LANES];
+    }
+
+    impl Sealed for f32 {
+        #[inline(always)]
+        fn widen(_: Level, src: &[f32; LANES]) -> [f32; LANES] {
+            *src
+        }
+        #[inline(always)]
+        fn narrow(_: Level, v: &[f32; LANES]) -> [f32; LANES] {
+            *v
+        }
+    }
+
+    impl Sealed for f16 {
+        #[inline(always)]
+        fn widen(level: Level, src: &[f16; LANES]) -> [f32; LANES] {
+            convert::f16_widen(level, src)
+        }
+        #[inline(always)]
+        fn narrow(level: Level, v: &[f32; LANES]) -> [f16; LANES] {
+            convert::f16_narrow(level, v)
+        }
+    }
+
+    impl Sealed for bf16 {
+        #[inline(always)]
+        fn widen(_: Level, src: &[bf16; LANES]) -> [f32; LANES] {
+            convert::bf16_widen_lanes(src)
+        }
+        #[inline(always)]
+        fn narrow(_: Level, v: &[f32; LANES]) -> [bf16; LANES] {
+            convert::bf16_narrow_lanes(v)
+        }
+    }
 }
 
 /// An element type lowbit computes on. Half types are widened to `f32`,
@@ -75,23 +116,6 @@ pub trait Element:
     /// Rounds an `f32` to this type.
     fn from_f32(v: f32) -> Self;
 
-    /// Reads `src` as `f32`, converting into `buf` where the type is not `f32`
-    /// (a batch conversion, which `half` vectorizes).
-    #[doc(hidden)]
-    fn read<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32];
-
-    /// Lets `fill` write `f32` results and stores them in `dst`, through
-    /// `buf` where the type is not `f32`.
-    #[doc(hidden)]
-    fn write(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32]));
-
-    /// [`Element::write`] with streaming (non-temporal) stores where the CPU
-    /// has them, for outputs too large for the cache; always through `buf`.
-    /// The caller calls [`convert::fence`] before another thread may read
-    /// `dst`.
-    #[doc(hidden)]
-    fn write_stream(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32]));
-
     /// The value `v` takes once stored in this type, as `f32`. larq casts its
     /// parameters to the tensor's type; so does lowbit for thresholds.
     fn round_f32(v: f32) -> f32 {
@@ -109,27 +133,10 @@ impl Element for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
-
-    #[inline(always)]
-    fn read<'a>(src: &'a [Self], _buf: &'a mut [f32]) -> &'a [f32] {
-        src
-    }
-
-    #[inline(always)]
-    fn write(dst: &mut [Self], _buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
-        fill(dst)
-    }
-
-    #[inline(always)]
-    fn write_stream(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
-        let buf = &mut buf[..dst.len()];
-        fill(buf);
-        convert::stream_f32(convert::best(), buf, dst);
-    }
 }
 
 macro_rules! half_element {
-    ($t:ty, $dtype:expr, $widen:path, $narrow:path) => {
+    ($t:ty, $dtype:expr) => {
         impl Element for $t {
             const DTYPE: DType = $dtype;
 
@@ -140,44 +147,16 @@ macro_rules! half_element {
             fn from_f32(v: f32) -> Self {
                 <$t>::from_f32(v)
             }
-
-            // Inlined so that `fill`, the quantizer's loop, is compiled into
-            // the caller's SIMD context (see `cpu::simd`).
-            #[inline(always)]
-            fn read<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
-                let buf = &mut buf[..src.len()];
-                $widen(convert::best(), src, buf);
-                buf
-            }
-
-            #[inline(always)]
-            fn write(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
-                let buf = &mut buf[..dst.len()];
-                fill(buf);
-                $narrow(convert::best(), buf, dst, false);
-            }
-
-            #[inline(always)]
-            fn write_stream(dst: &mut [Self], buf: &mut [f32], fill: impl FnOnce(&mut [f32])) {
-                let buf = &mut buf[..dst.len()];
-                fill(buf);
-                $narrow(convert::best(), buf, dst, true);
-            }
         }
     };
 }
 
-half_element!(f16, DType::F16, convert::f16_to_f32, convert::f32_to_f16);
-half_element!(
-    bf16,
-    DType::BF16,
-    convert::bf16_to_f32,
-    convert::f32_to_bf16
-);
+half_element!(f16, DType::F16);
+half_element!(bf16, DType::BF16);
 
 #[cfg(test)]
 mod tests {
-    use super::convert::{self, Level};
+    use super::convert::{self, LANES, Level};
     use super::*;
 
     /// f32 patterns that exercise every rounding decision of both half
@@ -187,7 +166,7 @@ mod tests {
     /// of f16 (normal: bit 12; subnormal: bits 13 to 15), and a pseudorandom
     /// one. NaNs of every payload top, infinities, subnormals and ±0 are
     /// among them.
-    fn f32_samples() -> Vec<u32> {
+    fn f32_samples() -> Vec<f32> {
         const LOW: [u32; 16] = [
             0x0000, 0x0001, 0x0fff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x3000, 0x3fff, 0x4000, 0x7fff,
             0x8000, 0x8001, 0xc000, 0xffff, 0x5a5b,
@@ -196,23 +175,14 @@ mod tests {
         let mut seed = 0x9e37_79b9u32;
         for high in 0..=u32::from(u16::MAX) {
             for low in LOW {
-                v.push(high << 16 | low);
+                v.push(f32::from_bits(high << 16 | low));
             }
             seed ^= seed << 13;
             seed ^= seed >> 17;
             seed ^= seed << 5;
-            v.push(high << 16 | (seed & 0xffff));
+            v.push(f32::from_bits(high << 16 | (seed & 0xffff)));
         }
         v
-    }
-
-    /// Offsets and lengths that put the vector bodies, the unaligned heads
-    /// of streaming stores and the scalar tails at every position.
-    fn windows(len: usize) -> impl Iterator<Item = (usize, usize)> {
-        (0..20)
-            .flat_map(move |start| [0, 1, 7, 15, 16, 17, 33, 100].map(|n| (start, n)))
-            .chain([(0, len)])
-            .filter(move |&(s, n)| s + n <= len)
     }
 
     /// What widening a bf16 must give: the 16-bit shift, every bit kept,
@@ -229,107 +199,59 @@ mod tests {
         f16::from_bits(bits).to_f32().to_bits()
     }
 
-    fn widen_all<T: Element>(
+    /// Every step of `all` widened at `level`; inlined, so that inside
+    /// `cpu::simd` it is compiled as the CPU's loops are.
+    #[inline(always)]
+    fn widen_steps<T: Element>(level: Level, all: &[T]) -> Vec<u32> {
+        let steps = all.chunks_exact(LANES).filter_map(|s| s.first_chunk());
+        steps
+            .flat_map(|s| T::widen(level, s).map(f32::to_bits))
+            .collect()
+    }
+
+    /// [`widen_steps`] for narrowing.
+    #[inline(always)]
+    fn narrow_steps<T: Element>(level: Level, all: &[f32]) -> Vec<T> {
+        let steps = all.chunks_exact(LANES).filter_map(|s| s.first_chunk());
+        steps.flat_map(|s| T::narrow(level, s)).collect()
+    }
+
+    /// Each level's own code, called from outside any SIMD context, and the
+    /// best level's as `cpu::simd` compiles it (`f` inlined, as the loops').
+    fn at_every_level<R>(f: impl Fn(Level) -> R) -> Vec<(String, R)> {
+        let mut out: Vec<_> = convert::available()
+            .into_iter()
+            .map(|level| (format!("{level:?}"), f(level)))
+            .collect();
+        out.push(("the loops' context".into(), crate::cpu::simd(&f)));
+        out
+    }
+
+    fn conversions_equal_scalar_ones<T: Element>(
         name: &str,
         from_bits: impl Fn(u16) -> T,
-        want: impl Fn(u16) -> u32,
-        convert: impl Fn(Level, &[T], &mut [f32]),
-    ) {
-        let all: Vec<T> = (0..=u16::MAX).map(from_bits).collect();
-        let wanted: Vec<u32> = (0..=u16::MAX).map(want).collect();
-        for level in convert::available() {
-            for (start, n) in windows(all.len()) {
-                let src = &all[start..start + n];
-                let mut wide = vec![f32::NAN; n];
-                convert(level, src, &mut wide);
-                for ((h, w), want) in src.iter().zip(&wide).zip(&wanted[start..]) {
-                    assert_eq!(*want, w.to_bits(), "{name} widening {h:?} at {level:?}");
-                }
-            }
-        }
-    }
-
-    fn narrow_all<T: Element>(
-        name: &str,
         to_bits: impl Fn(T) -> u16,
-        convert: impl Fn(Level, &[f32], &mut [T], bool),
+        widened: impl Fn(u16) -> u32,
     ) {
-        let samples: Vec<f32> = f32_samples().into_iter().map(f32::from_bits).collect();
-        for level in convert::available() {
-            for stream in [false, true] {
-                for (start, n) in windows(samples.len()) {
-                    let src = &samples[start..start + n];
-                    // Destinations at every alignment, for the streaming heads.
-                    let mut out = vec![T::default(); n + 16];
-                    let dst = &mut out[start % 16..start % 16 + n];
-                    convert(level, src, dst, stream);
-                    for (s, d) in src.iter().zip(dst.iter()) {
-                        assert_eq!(
-                            to_bits(T::from_f32(*s)),
-                            to_bits(*d),
-                            "{name} narrowing {:#010x} at {level:?}, stream {stream}",
-                            s.to_bits()
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn f16_conversions_equal_scalar_ones_bit_for_bit() {
-        widen_all("f16", f16::from_bits, f16_widened, convert::f16_to_f32);
-        narrow_all("f16", f16::to_bits, convert::f32_to_f16);
-    }
-
-    #[test]
-    fn bf16_conversions_equal_scalar_ones_bit_for_bit() {
-        widen_all("bf16", bf16::from_bits, bf16_widened, convert::bf16_to_f32);
-        narrow_all("bf16", bf16::to_bits, convert::f32_to_bf16);
-    }
-
-    #[test]
-    fn streaming_copy_is_a_copy() {
-        let samples: Vec<f32> = f32_samples().into_iter().map(f32::from_bits).collect();
-        for level in convert::available() {
-            for (start, n) in windows(samples.len()) {
-                let src = &samples[start..start + n];
-                let mut out = vec![0f32; n + 16];
-                let dst = &mut out[start % 16..start % 16 + n];
-                convert::stream_f32(level, src, dst);
-                assert!(
-                    src.iter()
-                        .zip(dst.iter())
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{level:?} at {start}+{n}"
-                );
-            }
-        }
-    }
-
-    /// The trait's block paths, which the CPU driver calls, at the best level.
-    fn through_the_trait<T: Element>(from_bits: impl Fn(u16) -> T, want: impl Fn(u16) -> u32) {
         let all: Vec<T> = (0..=u16::MAX).map(from_bits).collect();
-        let mut buf = vec![0f32; all.len()];
-        let wide = T::read(&all, &mut buf).to_vec();
-        for ((h, w), bits) in all.iter().zip(&wide).zip(0..=u16::MAX) {
-            assert_eq!(want(bits), w.to_bits(), "widening {h:?}");
-        }
-        let samples: Vec<f32> = f32_samples().into_iter().map(f32::from_bits).collect();
-        for stream in [false, true] {
-            let mut narrow = vec![T::default(); samples.len()];
-            let mut buf = vec![0f32; samples.len()];
-            let fill = |b: &mut [f32]| b.copy_from_slice(&samples);
-            if stream {
-                T::write_stream(&mut narrow, &mut buf, fill);
-            } else {
-                T::write(&mut narrow, &mut buf, fill);
+        for (level, wide) in at_every_level(
+            #[inline(always)]
+            |level| widen_steps(level, &all),
+        ) {
+            for (bits, w) in (0..=u16::MAX).zip(wide) {
+                assert_eq!(widened(bits), w, "{name} widening {bits:#06x} at {level}");
             }
-            for (s, n) in samples.iter().zip(&narrow) {
-                let want = T::from_f32(*s);
-                assert!(
-                    want == *n || want.to_f32().to_bits() == n.to_f32().to_bits(),
-                    "narrowing {:#010x}: {n:?}, stream {stream}",
+        }
+        let samples = f32_samples();
+        for (level, narrow) in at_every_level(
+            #[inline(always)]
+            |level| narrow_steps::<T>(level, &samples),
+        ) {
+            for (s, n) in samples.iter().zip(narrow) {
+                assert_eq!(
+                    to_bits(T::from_f32(*s)),
+                    to_bits(n),
+                    "{name} narrowing {:#010x} at {level}",
                     s.to_bits()
                 );
             }
@@ -337,10 +259,57 @@ mod tests {
     }
 
     #[test]
-    fn block_conversions_equal_scalar_ones() {
-        through_the_trait::<f16>(f16::from_bits, f16_widened);
-        through_the_trait::<bf16>(bf16::from_bits, bf16_widened);
-        let f32_from = |b: u16| f32::from_bits(u32::from(b) << 16 | u32::from(b));
-        through_the_trait::<f32>(f32_from, |b| f32_from(b).to_bits());
+    fn f16_conversions_equal_scalar_ones_bit_for_bit() {
+        conversions_equal_scalar_ones("f16", f16::from_bits, f16::to_bits, f16_widened);
+    }
+
+    #[test]
+    fn bf16_conversions_equal_scalar_ones_bit_for_bit() {
+        conversions_equal_scalar_ones("bf16", bf16::from_bits, bf16::to_bits, bf16_widened);
+    }
+
+    #[test]
+    fn f32_steps_are_copies() {
+        let samples = f32_samples();
+        for (level, wide) in at_every_level(
+            #[inline(always)]
+            |level| widen_steps(level, &samples),
+        ) {
+            assert!(
+                wide.iter().zip(&samples).all(|(w, s)| *w == s.to_bits()),
+                "{level}"
+            );
+        }
+        for (level, narrow) in at_every_level(
+            #[inline(always)]
+            |level| narrow_steps::<f32>(level, &samples),
+        ) {
+            let same = narrow.iter().zip(&samples);
+            assert!(
+                same.into_iter().all(|(n, s)| n.to_bits() == s.to_bits()),
+                "{level}"
+            );
+        }
+    }
+
+    /// A step stored at every alignment, plain and streaming: a copy.
+    fn stores_are_copies<T: Copy + Default + PartialEq + std::fmt::Debug>(v: [T; LANES]) {
+        for level in convert::available() {
+            for stream in [false, true] {
+                for offset in 0..LANES {
+                    let mut out = [T::default(); 2 * LANES];
+                    let dst = out[offset..].first_chunk_mut().unwrap();
+                    convert::store(level, &v, dst, stream);
+                    convert::fence();
+                    assert_eq!(*dst, v, "{level:?}, stream {stream}, offset {offset}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_and_plain_stores_are_copies() {
+        stores_are_copies::<f32>(std::array::from_fn(|i| i as f32 - 7.5));
+        stores_are_copies::<u16>(std::array::from_fn(|i| 0x8000 | i as u16));
     }
 }

@@ -1,17 +1,16 @@
 //! Bit packing on the CPU: rows in parallel, each word from
 //! [`scalar::pack_word`], each unpacked value from [`scalar::unpack_bit`].
-//! Half types are widened (or narrowed) [`BLOCK`] values at a time.
+//! Values are widened (or narrowed) a word's [`LANES`] at a time.
 
 use rayon::prelude::*;
 
-use super::{BLOCK, CHUNK};
+use super::{CHUNK, lanes, simd, steps};
 use crate::bits::Rows;
 use crate::element::Element;
+use crate::element::convert::{LANES, Level};
 use crate::scalar::{self, WORD_BITS};
 
-// A block of values starts on a word boundary of its row.
-const _: () = assert!(BLOCK.is_multiple_of(WORD_BITS));
-const BLOCK_WORDS: usize = BLOCK / WORD_BITS;
+const _: () = assert!(LANES == WORD_BITS);
 
 /// Rows per parallel task: about [`CHUNK`] values, at least one row.
 fn rows_per_task(rows: Rows) -> usize {
@@ -20,8 +19,8 @@ fn rows_per_task(rows: Rows) -> usize {
 
 /// Packs `x` into `packed`; the lengths match `rows` (the caller checked).
 pub(crate) fn pack<T: Element>(x: &[T], rows: Rows, packed: &mut [u32]) {
-    sum_rows(x, rows, packed, |x, words| {
-        pack_row(x, words, |word, new| *word = new);
+    sum_rows(x, rows, packed, |level, x, words| {
+        pack_row(level, x, words, |word, new| *word = new);
         0
     });
 }
@@ -29,9 +28,9 @@ pub(crate) fn pack<T: Element>(x: &[T], rows: Rows, packed: &mut [u32]) {
 /// Packs `x` into `previous`, which holds the previous signs, and returns
 /// how many bits changed.
 pub(crate) fn pack_counting_flips<T: Element>(x: &[T], rows: Rows, previous: &mut [u32]) -> u64 {
-    sum_rows(x, rows, previous, |x, words| {
+    sum_rows(x, rows, previous, |level, x, words| {
         let mut flipped = 0;
-        pack_row(x, words, |word, new| {
+        pack_row(level, x, words, |word, new| {
             flipped += u64::from(scalar::flips(*word, new));
             *word = new;
         });
@@ -49,9 +48,14 @@ pub(crate) fn unpack<T: Element>(packed: &[u32], rows: Rows, scale: Option<&[f32
     y.par_chunks_mut(n * rows.channels)
         .zip(packed.par_chunks(n * rows.words))
         .for_each(|(y, packed)| {
-            for (y, words) in y.chunks_mut(rows.channels).zip(packed.chunks(rows.words)) {
-                unpack_row(words, scale, y);
-            }
+            simd(
+                #[inline(always)]
+                |level| {
+                    for (y, words) in y.chunks_mut(rows.channels).zip(packed.chunks(rows.words)) {
+                        unpack_row(level, words, scale, y);
+                    }
+                },
+            )
         });
 }
 
@@ -61,7 +65,7 @@ fn sum_rows<T: Element>(
     x: &[T],
     rows: Rows,
     packed: &mut [u32],
-    f: impl Fn(&[T], &mut [u32]) -> u64 + Sync,
+    f: impl Fn(Level, &[T], &mut [u32]) -> u64 + Sync,
 ) -> u64 {
     // No words: no rows or no channels (and chunks of 0 would panic).
     if rows.packed_len() == 0 {
@@ -72,11 +76,16 @@ fn sum_rows<T: Element>(
         .par_chunks_mut(n * rows.words)
         .zip(x.par_chunks(n * rows.channels))
         .map(|(packed, x)| {
-            packed
-                .chunks_mut(rows.words)
-                .zip(x.chunks(rows.channels))
-                .map(|(words, x)| f(x, words))
-                .sum::<u64>()
+            simd(
+                #[inline(always)]
+                |level| {
+                    packed
+                        .chunks_mut(rows.words)
+                        .zip(x.chunks(rows.channels))
+                        .map(|(words, x)| f(level, x, words))
+                        .sum::<u64>()
+                },
+            )
         })
         .sum()
 }
@@ -84,35 +93,36 @@ fn sum_rows<T: Element>(
 /// Packs one row into its words, handing each word and its new value to
 /// `store`. The last word of a short row gets 0 padding bits.
 #[inline(always)]
-fn pack_row<T: Element>(x: &[T], words: &mut [u32], mut store: impl FnMut(&mut u32, u32)) {
-    let mut buf = [0f32; BLOCK];
-    for (x, words) in x.chunks(BLOCK).zip(words.chunks_mut(BLOCK_WORDS)) {
-        let x = T::read(x, &mut buf);
-        for (word, values) in words.iter_mut().zip(x.chunks(WORD_BITS)) {
-            store(word, scalar::pack_word(values));
-        }
+fn pack_row<T: Element>(
+    level: Level,
+    x: &[T],
+    words: &mut [u32],
+    mut store: impl FnMut(&mut u32, u32),
+) {
+    for (k, word) in words.iter_mut().enumerate() {
+        let n = WORD_BITS.min(x.len() - k * WORD_BITS);
+        let values = T::widen(level, &lanes(x, k * WORD_BITS, n));
+        store(word, scalar::pack_word(&values[..n]));
     }
 }
 
 /// Unpacks one row from its words.
 #[inline(always)]
-fn unpack_row<T: Element>(words: &[u32], scale: Option<&[f32]>, y: &mut [T]) {
-    let mut buf = [0f32; BLOCK];
-    for (block, y) in y.chunks_mut(BLOCK).enumerate() {
-        let words = &words[block * BLOCK_WORDS..];
-        let scale = scale.map(|s| &s[block * BLOCK..]);
-        T::write(
-            y,
-            &mut buf,
-            #[inline(always)]
-            |out| {
-                for (j, v) in out.iter_mut().enumerate() {
-                    let bit = words[j / WORD_BITS] >> (j % WORD_BITS);
-                    *v = scalar::unpack_bit(bit, scale.map_or(1.0, |s| s[j]));
-                }
-            },
-        );
-    }
+fn unpack_row<T: Element>(level: Level, words: &[u32], scale: Option<&[f32]>, y: &mut [T]) {
+    steps(
+        level,
+        y,
+        false,
+        #[inline(always)]
+        |i, n| {
+            let word = words[i / WORD_BITS];
+            let mut out = [0f32; LANES];
+            for (j, v) in out.iter_mut().enumerate().take(n) {
+                *v = scalar::unpack_bit(word >> j, scale.map_or(1.0, |s| s[i + j]));
+            }
+            T::narrow(level, &out)
+        },
+    );
 }
 
 #[cfg(test)]
@@ -132,9 +142,9 @@ mod tests {
     }
 
     #[test]
-    fn rows_longer_than_a_block_pack_and_unpack() {
-        // 2 rows of BLOCK + 33 channels: a second block per row, a padded word.
-        let channels = BLOCK + 33;
+    fn rows_of_many_words_pack_and_unpack() {
+        // 2 rows of 1024 + 33 channels: a padded word at the end of each.
+        let channels = 1024 + 33;
         let rows = Rows {
             rows: 2,
             channels,

@@ -8,12 +8,14 @@
 //!
 //! Work is split into fixed chunks of [`CHUNK`] elements, whatever the thread
 //! count, so reductions add in the same order on every machine and every run:
-//! the same input gives the same bits. Inside a chunk, half-precision data is
-//! converted [`BLOCK`] elements at a time into `f32` buffers on the stack, and
-//! the loops over those buffers are plain zips the compiler vectorizes.
+//! the same input gives the same bits. Inside a chunk the loops take steps
+//! of [`LANES`] elements ([`steps`]): widen them to `f32` in registers, apply
+//! the functor lane by lane (a loop of constant length, which the compiler
+//! vectorizes), narrow, store.
 
 pub(crate) mod bits;
 pub(crate) mod mask;
+mod pieces;
 pub(crate) mod pool;
 mod reduce;
 pub(crate) mod rsign;
@@ -24,15 +26,13 @@ use rayon::prelude::*;
 
 use crate::call::{Call, Host, Pass};
 use crate::element::Element;
-use crate::element::convert::{self, Level};
+use crate::element::convert::{self, LANES, Level};
 use crate::error::Result;
 use crate::op::{Direction, Elementwise, Index, Op, Reduction, with_functor};
 use crate::scalar;
 
 /// Elements per parallel task (and per partial sum of a reduction).
 const CHUNK: usize = 1 << 15;
-/// Elements converted to `f32` at a time.
-const BLOCK: usize = 1024;
 
 /// A tensor's channels (the last axis) and elements per first-axis index,
 /// which the per-channel and per-row reductions are taken over.
@@ -116,12 +116,10 @@ pub(crate) fn forward<T: Element>(op: &Op, x: &[T], dims: Dims, y: &mut [T]) {
         return copy(x, y);
     }
     let reduced = reduce(op.reduction(Direction::Forward), x, dims);
-    with_functor!(op.functor, |f| map1(
-        x,
-        y,
-        #[inline(always)]
-        |x, y, offset| fwd_block(f, x, y, offset, &reduced, dims)
-    ))
+    if pieces::forward(op, x, y, &reduced, dims) {
+        return;
+    }
+    with_functor!(op.functor, |f| map1(f, x, y, &reduced, dims))
 }
 
 /// `dx = dq/dx · dy`, with the same preconditions as [`forward`].
@@ -130,74 +128,249 @@ pub(crate) fn backward<T: Element>(op: &Op, x: &[T], dy: &[T], dims: Dims, dx: &
         return copy(dy, dx);
     }
     let reduced = reduce(op.reduction(Direction::Backward), x, dims);
-    with_functor!(op.functor, |f| map2(
-        x,
-        dy,
-        dx,
-        #[inline(always)]
-        |x, dy, dx, offset| bwd_block(f, x, dy, dx, offset, &reduced, dims)
-    ))
+    with_functor!(op.functor, |f| map2(f, x, dy, dx, &reduced, dims))
 }
 
-/// `y = f.fwd(x, s)` over one block that starts at tensor index `offset`,
-/// `s` the element's value of the reduction. `F::INDEX` is a constant, so
-/// only one arm is compiled for each functor.
-#[inline(always)]
-pub(crate) fn fwd_block<F: Elementwise>(
-    f: F,
-    x: &[f32],
-    y: &mut [f32],
-    offset: usize,
-    reduced: &Reduced,
-    dims: Dims,
-) {
-    // The closures are `move`: they copy the functor into their own state,
-    // which the compiler keeps in registers; captured by reference, its
-    // fields would be reloaded on every element and the loop would not
-    // vectorize.
-    match F::INDEX {
-        Index::None => each1(x, y, move |x| f.fwd(x, 0.0)),
-        Index::Scalar => {
-            let s = reduced.scalar();
-            each1(x, y, move |x| f.fwd(x, s))
+/// The reduction's values (`s` of [`Elementwise`]) as the loops read them.
+pub(crate) struct Scales {
+    index: Index,
+    scalar: f32,
+    /// One value per channel, then the first `LANES` again (so the lanes of
+    /// any step are one contiguous slice), or one per row.
+    each: Vec<f32>,
+    /// Channels (the period of [`Index::Channel`]) or elements per row.
+    width: usize,
+}
+
+impl Scales {
+    /// The values read by `index`, from what the reduction gave.
+    pub(crate) fn new(index: Index, reduced: &Reduced, dims: Dims) -> Scales {
+        let (each, width) = match index {
+            Index::Channel => {
+                let v = reduced.each();
+                let wrapped = v.iter().cycle().take(v.len() + LANES);
+                (wrapped.copied().collect(), dims.channels)
+            }
+            Index::Row => (reduced.each().to_vec(), dims.inner),
+            Index::None | Index::Scalar => (Vec::new(), 1),
+        };
+        Scales {
+            index,
+            scalar: reduced.scalar(),
+            each,
+            width: width.max(1),
         }
-        Index::Channel => each1_channels(x, y, offset, reduced.each(), move |x, s| f.fwd(x, s)),
-        Index::Row => each1_rows(x, y, offset, dims.inner, reduced.each(), move |x, s| {
-            f.fwd(x, s)
-        }),
+    }
+
+    /// A cursor at tensor index `start`.
+    pub(crate) fn at(&self, start: usize) -> Cursor<'_> {
+        Cursor {
+            scales: self,
+            pos: start % self.width,
+            row: start / self.width,
+        }
     }
 }
 
-/// [`fwd_block`] for the gradient.
+/// Where a chunk's loop is in [`Scales`]: it moves step by step, with no
+/// division in the common case.
+pub(crate) struct Cursor<'a> {
+    scales: &'a Scales,
+    /// Where the cursor is in its row of `width` elements.
+    pos: usize,
+    /// Which row (for [`Index::Row`]).
+    row: usize,
+}
+
+impl Cursor<'_> {
+    /// The values of the `LANES` lanes from the cursor on, which then moves
+    /// `n` on. Lanes past the tensor's end (which the caller drops) read 0
+    /// past the last row. `index` is the one the scales were made for, a
+    /// constant at each call, so only its arm is compiled into the loop.
+    #[inline(always)]
+    pub(crate) fn next(&mut self, index: Index, n: usize) -> [f32; LANES] {
+        debug_assert_eq!(index, self.scales.index);
+        let Scales {
+            each,
+            width,
+            scalar,
+            ..
+        } = self.scales;
+        let width = *width;
+        let s = match index {
+            Index::None => return [0.0; LANES],
+            Index::Scalar => return [*scalar; LANES],
+            Index::Channel => match each.get(self.pos..).and_then(|s| s.first_chunk()) {
+                Some(s) => *s,
+                None => [0.0; LANES],
+            },
+            Index::Row => {
+                let this = each.get(self.row).copied().unwrap_or(0.0);
+                let mut s = [this; LANES];
+                if self.pos + LANES > width {
+                    // The step reaches into the next row (or rows).
+                    let (mut row, mut pos) = (self.row, self.pos);
+                    for s in &mut s {
+                        *s = each.get(row).copied().unwrap_or(0.0);
+                        pos += 1;
+                        if pos == width {
+                            (row, pos) = (row + 1, 0);
+                        }
+                    }
+                }
+                s
+            }
+        };
+        self.pos += n;
+        if self.pos >= width {
+            // One subtraction when rows are at least `LANES` long.
+            self.pos -= width;
+            self.row += 1;
+            if self.pos >= width {
+                self.row += self.pos / width;
+                self.pos %= width;
+            }
+        }
+        s
+    }
+}
+
+/// `LANES` elements of `src` from `i`, of which `n` are there: the lanes
+/// past them are 0.
 #[inline(always)]
-fn bwd_block<F: Elementwise>(
+pub(crate) fn lanes<T: Copy + Default>(src: &[T], i: usize, n: usize) -> [T; LANES] {
+    match src[i..].first_chunk() {
+        Some(full) if n == LANES => *full,
+        _ => {
+            let mut out = [T::default(); LANES];
+            out[..n].copy_from_slice(&src[i..i + n]);
+            out
+        }
+    }
+}
+
+/// Fills `dst` `LANES` elements at a time: `step(i, n)` gives the values of
+/// elements `i..i + n` (`n ≤ LANES`; the lanes past `n` are dropped). With
+/// `stream`, a first short step brings `dst` to a cache line, and every
+/// whole step after it is stored with streaming stores; the short steps at
+/// the ends write their lines with plain stores.
+#[inline(always)]
+pub(crate) fn steps<T: Copy + Default>(
+    level: Level,
+    dst: &mut [T],
+    stream: bool,
+    mut step: impl FnMut(usize, usize) -> [T; LANES],
+) {
+    let len = dst.len();
+    let head = if stream {
+        dst.as_ptr().align_offset(convert::LINE).min(len)
+    } else {
+        0
+    };
+    if head > 0 {
+        let v = step(0, head);
+        dst[..head].copy_from_slice(&v[..head]);
+    }
+    let mut i = head;
+    while let Some(out) = dst.get_mut(i..).and_then(|d| d.first_chunk_mut()) {
+        let v = step(i, LANES);
+        convert::store(level, &v, out, stream);
+        i += LANES;
+    }
+    if i < len {
+        let v = step(i, len - i);
+        dst[i..].copy_from_slice(&v[..len - i]);
+    }
+}
+
+/// `y = f.fwd(x, s)`, chunk by chunk in parallel.
+pub(crate) fn map1<T: Element, F: Elementwise>(
     f: F,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    offset: usize,
+    x: &[T],
+    y: &mut [T],
     reduced: &Reduced,
     dims: Dims,
 ) {
-    match F::INDEX {
-        Index::None => each2(x, dy, dx, move |x, dy| f.bwd(x, dy, 0.0)),
-        Index::Scalar => {
-            let s = reduced.scalar();
-            each2(x, dy, dx, move |x, dy| f.bwd(x, dy, s))
-        }
-        Index::Channel => each2_channels(x, dy, dx, offset, reduced.each(), move |x, dy, s| {
-            f.bwd(x, dy, s)
-        }),
-        Index::Row => each2_rows(
-            x,
-            dy,
-            dx,
-            offset,
-            dims.inner,
-            reduced.each(),
-            move |x, dy, s| f.bwd(x, dy, s),
-        ),
-    }
+    let stream = streams(2 * std::mem::size_of_val(x));
+    let scales = Scales::new(F::INDEX, reduced, dims);
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .enumerate()
+        .for_each(|(chunk, (y, x))| {
+            simd(
+                #[inline(always)]
+                |level| {
+                    let mut s = scales.at(chunk * CHUNK);
+                    steps(
+                        level,
+                        y,
+                        stream,
+                        // `move`: the functor's fields are then the closure's
+                        // own, kept in registers; borrowed, they were loaded
+                        // again at every step.
+                        #[inline(always)]
+                        move |i, n| {
+                            let x = T::widen(level, &lanes(x, i, n));
+                            let s = s.next(F::INDEX, n);
+                            let mut y = [0f32; LANES];
+                            for k in 0..LANES {
+                                y[k] = f.fwd(x[k], s[k]);
+                            }
+                            T::narrow(level, &y)
+                        },
+                    );
+                    if stream {
+                        convert::fence();
+                    }
+                },
+            )
+        });
+}
+
+/// `dx = f.bwd(x, dy, s)`, as [`map1`].
+pub(crate) fn map2<T: Element, F: Elementwise>(
+    f: F,
+    x: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    reduced: &Reduced,
+    dims: Dims,
+) {
+    let stream = streams(3 * std::mem::size_of_val(x));
+    let scales = Scales::new(F::INDEX, reduced, dims);
+    dx.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+        .enumerate()
+        .for_each(|(chunk, (dx, (x, dy)))| {
+            simd(
+                #[inline(always)]
+                |level| {
+                    let mut s = scales.at(chunk * CHUNK);
+                    steps(
+                        level,
+                        dx,
+                        stream,
+                        // `move`: the functor's fields are then the closure's
+                        // own, kept in registers; borrowed, they were loaded
+                        // again at every step.
+                        #[inline(always)]
+                        move |i, n| {
+                            let x = T::widen(level, &lanes(x, i, n));
+                            let dy = T::widen(level, &lanes(dy, i, n));
+                            let s = s.next(F::INDEX, n);
+                            let mut dx = [0f32; LANES];
+                            for k in 0..LANES {
+                                dx[k] = f.bwd(x[k], dy[k], s[k]);
+                            }
+                            T::narrow(level, &dx)
+                        },
+                    );
+                    if stream {
+                        convert::fence();
+                    }
+                },
+            )
+        });
 }
 
 fn copy<T: Element>(src: &[T], dst: &mut [T]) {
@@ -208,8 +381,14 @@ fn copy<T: Element>(src: &[T], dst: &mut [T]) {
 
 /// Whether a pass that moves `bytes` in all should store its output with
 /// streaming stores. Past the last-level cache the data comes from memory
-/// anyway, and a plain store would first read each line it writes; below it
-/// the output is better kept in the cache for whatever reads it next.
+/// anyway, and a plain store would first read each line it writes; well
+/// inside it the output is better kept in the cache for whatever reads it
+/// next. The line is a quarter of the cache: the cache is shared with the
+/// other cores (with other machines, in a VM) and with the data of the next
+/// operation, so a pass that fills more of it rarely finds its output still
+/// there. (On a 2-vCPU VM reporting a 300 MB L3, an f32 forward at 2^24
+/// elements, 128 MB, ran at DRAM speed: 12.8 ms with plain stores, 9.3 ms
+/// streaming.)
 fn streams(bytes: usize) -> bool {
     static LIMIT: OnceLock<usize> = OnceLock::new();
     let limit = *LIMIT.get_or_init(|| {
@@ -219,7 +398,7 @@ fn streams(bytes: usize) -> bool {
         {
             return v;
         }
-        last_level_cache().unwrap_or(32 << 20)
+        last_level_cache().unwrap_or(32 << 20) / 4
     });
     bytes > limit
 }
@@ -242,82 +421,13 @@ fn last_level_cache() -> Option<usize> {
     .max()
 }
 
-/// Calls `f(x, y, offset)` on `f32` views of matching blocks of `x` and `y`;
-/// `offset` is the index of the block's first element in the whole tensor.
-fn map1<T: Element>(x: &[T], y: &mut [T], f: impl Fn(&[f32], &mut [f32], usize) + Sync) {
-    let stream = streams(2 * std::mem::size_of_val(x));
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .enumerate()
-        .for_each(|(chunk, (y, x))| {
-            simd(
-                #[inline(always)]
-                || {
-                    let mut x_buf = [0f32; BLOCK];
-                    let mut y_buf = [0f32; BLOCK];
-                    for (block, (y, x)) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
-                        let x = T::read(x, &mut x_buf);
-                        let offset = chunk * CHUNK + block * BLOCK;
-                        if stream {
-                            T::write_stream(y, &mut y_buf, |y| f(x, y, offset));
-                        } else {
-                            T::write(y, &mut y_buf, |y| f(x, y, offset));
-                        }
-                    }
-                    if stream {
-                        convert::fence();
-                    }
-                },
-            )
-        });
-}
-
-/// [`map1`] with two inputs.
-fn map2<T: Element>(
-    x: &[T],
-    dy: &[T],
-    dx: &mut [T],
-    f: impl Fn(&[f32], &[f32], &mut [f32], usize) + Sync,
-) {
-    let stream = streams(3 * std::mem::size_of_val(x));
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .enumerate()
-        .for_each(|(chunk, (dx, (x, dy)))| {
-            simd(
-                #[inline(always)]
-                || {
-                    let mut x_buf = [0f32; BLOCK];
-                    let mut dy_buf = [0f32; BLOCK];
-                    let mut dx_buf = [0f32; BLOCK];
-                    let blocks = dx
-                        .chunks_mut(BLOCK)
-                        .zip(x.chunks(BLOCK).zip(dy.chunks(BLOCK)));
-                    for (block, (dx, (x, dy))) in blocks.enumerate() {
-                        let x = T::read(x, &mut x_buf);
-                        let dy = T::read(dy, &mut dy_buf);
-                        let offset = chunk * CHUNK + block * BLOCK;
-                        if stream {
-                            T::write_stream(dx, &mut dx_buf, |dx| f(x, dy, dx, offset));
-                        } else {
-                            T::write(dx, &mut dx_buf, |dx| f(x, dy, dx, offset));
-                        }
-                    }
-                    if stream {
-                        convert::fence();
-                    }
-                },
-            )
-        });
-}
-
 /// Runs `f` compiled for AVX-512 or AVX2 where the CPU has them, so the
 /// loops inlined into it vectorize sixteen or eight lanes wide instead of
 /// SSE2's four. The bits do not change: Rust never contracts `a * b + c`
 /// into an FMA, whatever the target, and the wider instructions round as
 /// the narrower ones do.
 #[inline(always)]
-pub(super) fn simd<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn simd<R>(f: impl FnOnce(Level) -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     match convert::best() {
         // SAFETY: `best` found these features on this CPU.
@@ -326,143 +436,111 @@ pub(super) fn simd<R>(f: impl FnOnce() -> R) -> R {
         Level::Avx2 => return unsafe { avx2(f) },
         Level::Portable => {}
     }
-    f()
+    f(Level::Portable)
+}
+
+// `f` gets its level as a constant, so the lane conversions it calls
+// ([`Element`]'s `widen` and `narrow`) fold to that level's instructions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn avx2<R>(f: impl FnOnce(Level) -> R) -> R {
+    f(Level::Avx2)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[inline(always)]
-fn each1(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = f(x);
-    }
-}
-
-#[inline(always)]
-fn each2(x: &[f32], dy: &[f32], dx: &mut [f32], f: impl Fn(f32, f32) -> f32) {
-    for (dx, (&x, &dy)) in dx.iter_mut().zip(x.iter().zip(dy)) {
-        *dx = f(x, dy);
-    }
-}
-
-/// Splits a block that starts at tensor index `offset` into runs that each
-/// lie within one row of `channels` elements: `(start in block, first channel,
-/// length)`. Within a run, element `i` has channel `first + i`, so the loops
-/// over a run are plain zips.
-fn channel_runs(
-    len: usize,
-    offset: usize,
-    channels: usize,
-) -> impl Iterator<Item = (usize, usize, usize)> {
-    let mut start = 0;
-    let mut channel = offset % channels.max(1);
-    std::iter::from_fn(move || {
-        if start >= len {
-            return None;
-        }
-        let run = (channels - channel).min(len - start);
-        let item = (start, channel, run);
-        start += run;
-        channel = 0;
-        Some(item)
-    })
-}
-
-#[inline(always)]
-fn each1_channels(
-    x: &[f32],
-    y: &mut [f32],
-    offset: usize,
-    scales: &[f32],
-    f: impl Fn(f32, f32) -> f32,
-) {
-    for (start, channel, len) in channel_runs(x.len(), offset, scales.len()) {
-        let x = &x[start..start + len];
-        let y = &mut y[start..start + len];
-        let s = &scales[channel..channel + len];
-        for (y, (&x, &s)) in y.iter_mut().zip(x.iter().zip(s)) {
-            *y = f(x, s);
-        }
-    }
-}
-
-#[inline(always)]
-fn each2_channels(
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    offset: usize,
-    scales: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32,
-) {
-    for (start, channel, len) in channel_runs(x.len(), offset, scales.len()) {
-        let range = start..start + len;
-        let (x, dy, dx) = (&x[range.clone()], &dy[range.clone()], &mut dx[range]);
-        let s = &scales[channel..channel + len];
-        for (dx, ((&x, &dy), &s)) in dx.iter_mut().zip(x.iter().zip(dy).zip(s)) {
-            *dx = f(x, dy, s);
-        }
-    }
-}
-
-/// [`each1_channels`] for a per-row scale: rows of `inner` elements.
-#[inline(always)]
-fn each1_rows(
-    x: &[f32],
-    y: &mut [f32],
-    offset: usize,
-    inner: usize,
-    scales: &[f32],
-    f: impl Fn(f32, f32) -> f32,
-) {
-    // channel_runs with `inner` as the row width splits at row boundaries.
-    for (start, _, len) in channel_runs(x.len(), offset, inner) {
-        let s = scales[(offset + start) / inner];
-        for (y, &x) in y[start..start + len].iter_mut().zip(&x[start..start + len]) {
-            *y = f(x, s);
-        }
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn each2_rows(
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    offset: usize,
-    inner: usize,
-    scales: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32,
-) {
-    for (start, _, len) in channel_runs(x.len(), offset, inner) {
-        let s = scales[(offset + start) / inner];
-        let range = start..start + len;
-        let (x, dy, dx) = (&x[range.clone()], &dy[range.clone()], &mut dx[range]);
-        for (dx, (&x, &dy)) in dx.iter_mut().zip(x.iter().zip(dy)) {
-            *dx = f(x, dy, s);
-        }
-    }
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
+unsafe fn avx512<R>(f: impl FnOnce(Level) -> R) -> R {
+    f(Level::Avx512)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::channel_runs;
+    use super::*;
+
+    /// The lanes of steps of `n` elements from `start`, as one list.
+    fn walk(index: Index, each: &[f32], dims: Dims, start: usize, n: usize) -> Vec<f32> {
+        let scales = Scales::new(index, &Reduced::Each(each.to_vec()), dims);
+        let mut s = scales.at(start);
+        (0..4)
+            .flat_map(|_| s.next(index, n)[..n].to_vec())
+            .collect()
+    }
+
+    /// `steps` writes each element once, with the step's value for it, at
+    /// every alignment and length, streaming or not.
+    fn steps_cover<T: Element>() {
+        for level in convert::available() {
+            for stream in [false, true] {
+                for (offset, len) in
+                    (0..33).flat_map(|o| [0, 1, 31, 32, 33, 100, 1000].map(|n| (o, n)))
+                {
+                    let mut buf = vec![T::from_f32(-1.0); offset + len + LANES];
+                    let mut next = 0;
+                    steps(level, &mut buf[offset..offset + len], stream, |i, n| {
+                        assert!(
+                            i == next && n > 0 && n <= LANES,
+                            "step {i}+{n} after {next}"
+                        );
+                        next = i + n;
+                        // Small integers, exact in every type.
+                        std::array::from_fn(|k| T::from_f32(((i + k) % 256) as f32))
+                    });
+                    convert::fence();
+                    assert_eq!(next, len);
+                    for (j, v) in buf.iter().enumerate() {
+                        let inside = (offset..offset + len).contains(&j);
+                        let want = if inside {
+                            ((j - offset) % 256) as f32
+                        } else {
+                            -1.0
+                        };
+                        assert_eq!(
+                            v.to_f32(),
+                            want,
+                            "{level:?} stream {stream}: {offset}+{len} at {j}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
-    fn channel_runs_cover_the_block_row_by_row() {
-        let runs: Vec<_> = channel_runs(10, 3, 4).collect();
-        assert_eq!(runs, vec![(0, 3, 1), (1, 0, 4), (5, 0, 4), (9, 0, 1)]);
-        assert_eq!(channel_runs(0, 0, 4).count(), 0);
+    fn steps_write_every_element_once() {
+        steps_cover::<f32>();
+        steps_cover::<half::f16>();
+        steps_cover::<half::bf16>();
+    }
+
+    #[test]
+    fn scales_follow_channels_and_rows() {
+        let v: Vec<f32> = (0..100).map(|c| c as f32).collect();
+        for (channels, start, n) in [(3, 2, 32), (64, 40, 32), (100, 90, 7), (1, 5, 32)] {
+            let dims = Dims { channels, inner: 0 };
+            let got = walk(Index::Channel, &v[..channels], dims, start, n);
+            let want: Vec<f32> = (start..start + 4 * n)
+                .map(|i| (i % channels) as f32)
+                .collect();
+            assert_eq!(got, want, "{channels} channels from {start}, steps of {n}");
+        }
+        for (inner, start, n) in [(5, 3, 32), (64, 60, 32), (1000, 999, 13)] {
+            let dims = Dims { channels: 1, inner };
+            let got = walk(Index::Row, &v, dims, start, n);
+            let want: Vec<f32> = (start..start + 4 * n).map(|i| (i / inner) as f32).collect();
+            assert_eq!(got, want, "rows of {inner} from {start}, steps of {n}");
+        }
+        // Past the last row the lanes read 0.
+        let dims = Dims {
+            channels: 1,
+            inner: 10,
+        };
+        assert_eq!(
+            walk(Index::Row, &[7.0, 8.0], dims, 15, 5),
+            [8.0; 5]
+                .iter()
+                .chain(&[0.0; 15])
+                .copied()
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -4,11 +4,15 @@
 //! Sums are accumulated in `f64` over a fixed partition of the tensor and the
 //! partial sums added in order, so the result is the same on every run and
 //! every thread count. A NaN anywhere in a group makes that group NaN.
+//!
+//! They read the tensor as the elementwise passes do, [`LANES`] elements at
+//! a time widened in registers.
 
 use rayon::prelude::*;
 
-use super::{BLOCK, CHUNK};
+use super::{CHUNK, lanes, simd};
 use crate::element::Element;
+use crate::element::convert::{LANES, Level};
 use crate::scalar;
 
 /// Σ|x| over the whole tensor.
@@ -20,7 +24,12 @@ pub(super) fn sum_abs<T: Element>(x: &[T]) -> f64 {
     // slower than memory).
     let partials: Vec<[f64; LOCKSTEP]> = x
         .par_chunks(CHUNK * LOCKSTEP)
-        .map(|group| super::simd(|| sum_abs_lockstep(group)))
+        .map(|group| {
+            simd(
+                #[inline(always)]
+                |level| sum_abs_lockstep(level, group),
+            )
+        })
         .collect();
     let count = x.len().div_ceil(CHUNK);
     partials.iter().flatten().take(count).sum()
@@ -32,28 +41,18 @@ const LOCKSTEP: usize = 4;
 /// The partial sums of the (up to) `LOCKSTEP` chunks of `group`, each that
 /// of [`sum_abs_serial`] over its chunk; 0 for chunks past the end.
 #[inline(always)]
-fn sum_abs_lockstep<T: Element>(group: &[T]) -> [f64; LOCKSTEP] {
+fn sum_abs_lockstep<T: Element>(level: Level, group: &[T]) -> [f64; LOCKSTEP] {
     let mut sums = [0f64; LOCKSTEP];
     if group.len() < CHUNK * LOCKSTEP {
         for (s, chunk) in sums.iter_mut().zip(group.chunks(CHUNK)) {
-            *s = sum_abs_serial(chunk);
+            *s = sum_abs_serial(level, chunk);
         }
         return sums;
     }
-    let mut bufs = [[0f32; BLOCK]; LOCKSTEP];
     let mut acc = [[0f64; 8]; LOCKSTEP];
-    for block in (0..CHUNK).step_by(BLOCK) {
-        let mut views: [&[f32]; LOCKSTEP] = [&[]; LOCKSTEP];
-        for (k, (buf, view)) in bufs.iter_mut().zip(views.iter_mut()).enumerate() {
-            let start = k * CHUNK + block;
-            *view = T::read(&group[start..start + BLOCK], buf);
-        }
-        for i in (0..BLOCK).step_by(8) {
-            for (acc, view) in acc.iter_mut().zip(views) {
-                for (a, &v) in acc.iter_mut().zip(&view[i..i + 8]) {
-                    *a += f64::from(v.abs());
-                }
-            }
+    for i in (0..CHUNK).step_by(LANES) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            add_abs(acc, &T::widen(level, &lanes(group, k * CHUNK + i, LANES)));
         }
     }
     for (s, acc) in sums.iter_mut().zip(acc) {
@@ -64,67 +63,105 @@ fn sum_abs_lockstep<T: Element>(group: &[T]) -> [f64; LOCKSTEP] {
 
 /// Σ|x| of one slice on one thread.
 #[inline(always)]
-fn sum_abs_serial<T: Element>(x: &[T]) -> f64 {
-    let mut buf = [0f32; BLOCK];
-    // Eight independent accumulators let the loop vectorize; their order is
-    // fixed, so the sum stays deterministic.
+fn sum_abs_serial<T: Element>(level: Level, x: &[T]) -> f64 {
+    // Eight independent accumulators let the loop vectorize; element `i`
+    // adds to `acc[i % 8]` in order, so the sum stays deterministic. The
+    // zeros past the end of the last step add nothing.
     let mut acc = [0f64; 8];
-    for block in x.chunks(BLOCK) {
-        let x = T::read(block, &mut buf);
-        let mut lanes = x.chunks_exact(8);
-        for v in &mut lanes {
-            for (a, &v) in acc.iter_mut().zip(v) {
-                *a += f64::from(v.abs());
-            }
-        }
-        for (a, &v) in acc.iter_mut().zip(lanes.remainder()) {
+    for i in (0..x.len()).step_by(LANES) {
+        let n = LANES.min(x.len() - i);
+        add_abs(&mut acc, &T::widen(level, &lanes(x, i, n)));
+    }
+    acc.iter().sum::<f64>()
+}
+
+/// `acc[j] += |v[8k + j]|` for k = 0, 1, 2, 3 in turn.
+#[inline(always)]
+fn add_abs(acc: &mut [f64; 8], v: &[f32; LANES]) {
+    for group in v.chunks_exact(8) {
+        for (a, &v) in acc.iter_mut().zip(group) {
             *a += f64::from(v.abs());
         }
     }
-    acc.iter().sum::<f64>()
 }
 
 /// Mean |x| of each row of `inner` contiguous elements (XNOR-Net's
 /// first-axis scale). A row is summed by one thread, in a fixed order.
 pub(super) fn row_mean_abs<T: Element>(x: &[T], inner: usize) -> Vec<f32> {
     x.par_chunks(inner)
-        .map(|row| scalar::mean_abs(super::simd(|| sum_abs_serial(row)), inner))
+        .map(|row| {
+            let sum = simd(
+                #[inline(always)]
+                |level| sum_abs_serial(level, row),
+            );
+            scalar::mean_abs(sum, inner)
+        })
         .collect()
+}
+
+/// How far below `top` (in units in the last place: `f32` bit patterns) a
+/// smaller `|x|` can still have a larger [`scalar::tanh`], which is odd to
+/// the bit but not monotone to it: at most 23 ulps below 2, 1167 below 4,
+/// 960,690 below the clamp at 7.9 (where `tanh` is within an ulp of 1 and
+/// its wiggles span many `x`), none above. `tanh_reach_bounds_every_f32`
+/// checks this over every `f32`.
+fn tanh_reach(top: f32) -> u32 {
+    if top < 4.0 { 1 << 11 } else { 1 << 20 }
 }
 
 /// max |tanh x| over the whole tensor, NaN if any element is NaN.
 pub(super) fn max_abs_tanh<T: Element>(x: &[T]) -> f32 {
-    x.par_chunks(CHUNK)
-        .map(|chunk| {
-            super::simd(
+    x.par_chunks(CHUNK * LOCKSTEP)
+        .map(|group| {
+            simd(
                 #[inline(always)]
-                || {
-                    let mut buf = [0f32; BLOCK];
-                    // Independent lanes, as in `sum_abs`, so the loop vectorizes.
-                    let mut lanes = [0f32; 8];
-                    for block in chunk.chunks(BLOCK) {
-                        let x = T::read(block, &mut buf);
-                        let mut groups = x.chunks_exact(8);
-                        for v in &mut groups {
-                            for (m, &v) in lanes.iter_mut().zip(v) {
-                                *m = scalar::nan_max(*m, scalar::tanh(v).abs());
-                            }
-                        }
-                        for (m, &v) in lanes.iter_mut().zip(groups.remainder()) {
-                            *m = scalar::nan_max(*m, scalar::tanh(v).abs());
-                        }
-                    }
-                    lanes.into_iter().fold(0.0, scalar::nan_max)
-                },
+                |level| group_max_abs_tanh(level, group),
             )
         })
         // `max` is order-independent, and so is "any NaN", so this is exact.
         .reduce(|| 0.0, scalar::nan_max)
 }
 
+/// max |tanh x| of a group of chunks, evaluating `tanh` (a division) only
+/// where it can be the maximum: |tanh x| = tanh |x|, and no `|x|` more than
+/// [`tanh_reach`] ulps below the group's largest has a larger `tanh` than
+/// that largest one. So a first pass finds the largest `|x|`, reading the
+/// chunks side by side as `sum_abs` does, and a second (over a group still
+/// in the cache) evaluates `tanh` on the steps that hold an `|x|` that close
+/// to it; evaluating it on more lanes than that changes nothing, since none
+/// of them exceeds the maximum.
+#[inline(always)]
+fn group_max_abs_tanh<T: Element>(level: Level, group: &[T]) -> f32 {
+    // The zeros past the end of a short step are |x| = tanh |x| = 0.
+    let mut top = [0f32; LANES];
+    for i in (0..CHUNK).step_by(LANES) {
+        for chunk in group.chunks(CHUNK).filter(|c| i < c.len()) {
+            let v = T::widen(level, &lanes(chunk, i, LANES.min(chunk.len() - i)));
+            for (m, v) in top.iter_mut().zip(v) {
+                *m = scalar::nan_max(*m, v.abs());
+            }
+        }
+    }
+    let top = top.into_iter().fold(0.0, scalar::nan_max);
+    if top.is_nan() {
+        return top;
+    }
+    let near = f32::from_bits(top.to_bits().saturating_sub(tanh_reach(top)));
+    let mut max = [0f32; LANES];
+    for i in (0..group.len()).step_by(LANES) {
+        let v = T::widen(level, &lanes(group, i, LANES.min(group.len() - i)));
+        if v.iter().any(|&v| v.abs() >= near) {
+            for (m, v) in max.iter_mut().zip(v) {
+                *m = m.max(scalar::tanh(v.abs()));
+            }
+        }
+    }
+    max.into_iter().fold(0.0, f32::max)
+}
+
 /// Channels at least this wide are summed in parallel by channel ranges
 /// instead of by row ranges.
-const WIDE: usize = BLOCK;
+const WIDE: usize = 1024;
 
 /// Mean |x| of each channel (the last axis) over every other axis, rounded
 /// to `T` as larq holds it: a masked forward hands the scale to the caller in
@@ -140,17 +177,12 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
         ranges
             .par_iter()
             .flat_map_iter(|&first| {
-                super::simd(
+                simd(
                     #[inline(always)]
-                    || {
-                        let width = WIDE.min(channels - first);
-                        let mut acc = vec![0f64; width];
-                        let mut buf = [0f32; BLOCK];
+                    |level| {
+                        let mut acc = vec![0f64; WIDE.min(channels - first)];
                         for row in x.chunks_exact(channels) {
-                            let part = T::read(&row[first..first + width], &mut buf);
-                            for (a, &v) in acc.iter_mut().zip(part) {
-                                *a += f64::from(v.abs());
-                            }
+                            add_abs_rows(level, &row[first..first + acc.len()], &mut acc);
                         }
                         acc
                     },
@@ -158,29 +190,31 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
             })
             .collect()
     } else {
-        // Many short rows: each task sums a fixed group of rows into a
-        // partial vector; the partials are then added in order.
-        let rows_per_task = (CHUNK / channels).max(1);
+        // Many short rows: each group of rows is summed into a partial
+        // vector, and the partials are then added in order. A task takes
+        // `LOCKSTEP` groups a step at a time each, in turn: the same
+        // additions in the same order, but as many streams of reads in
+        // flight instead of one (one stream ran at a third of `sum_abs`'s
+        // speed past the cache).
+        let group = (CHUNK / channels).max(1) * channels;
         let partials: Vec<Vec<f64>> = x
-            .par_chunks(rows_per_task * channels)
-            .map(|group| {
-                super::simd(
+            .par_chunks(group * LOCKSTEP)
+            .flat_map_iter(|groups| {
+                simd(
                     #[inline(always)]
-                    || {
-                        let mut acc = vec![0f64; channels];
-                        let mut buf = [0f32; BLOCK];
-                        // Whole rows converted a block at a time; each
-                        // channel still adds its rows in order.
-                        let rows_per_block = BLOCK / channels;
-                        for rows in group.chunks(rows_per_block * channels) {
-                            let rows = T::read(rows, &mut buf);
-                            for row in rows.chunks_exact(channels) {
-                                for (a, &v) in acc.iter_mut().zip(row) {
-                                    *a += f64::from(v.abs());
+                    |level| {
+                        let mut parts: Vec<_> = groups
+                            .chunks(group)
+                            .map(|g| (g, vec![0f64; channels], 0))
+                            .collect();
+                        for i in (0..group).step_by(LANES) {
+                            for (g, acc, c) in &mut parts {
+                                if i < g.len() {
+                                    add_abs_step(level, g, i, c, acc);
                                 }
                             }
                         }
-                        acc
+                        parts.into_iter().map(|(_, acc, _)| acc).collect::<Vec<_>>()
                     },
                 )
             })
@@ -196,4 +230,88 @@ pub(super) fn channel_mean_abs<T: Element>(x: &[T], channels: usize) -> Vec<f32>
     sums.into_iter()
         .map(|s| T::round_f32(scalar::mean_abs(s, rows)))
         .collect()
+}
+
+/// Adds `|x|` of each element of `src`, whole rows of `acc.len()` elements,
+/// to its channel's `acc`, in the order of `src`: each channel adds its rows
+/// in order.
+#[inline(always)]
+fn add_abs_rows<T: Element>(level: Level, src: &[T], acc: &mut [f64]) {
+    let mut c = 0;
+    for i in (0..src.len()).step_by(LANES) {
+        add_abs_step(level, src, i, &mut c, acc);
+    }
+}
+
+/// One step of [`add_abs_rows`]: elements `i..i + LANES` of `src` (or to
+/// its end) added to the channels from `c` on, which then moves on. A step
+/// that lies within one row adds as one vector.
+#[inline(always)]
+fn add_abs_step<T: Element>(level: Level, src: &[T], i: usize, c: &mut usize, acc: &mut [f64]) {
+    let channels = acc.len();
+    let n = LANES.min(src.len() - i);
+    let v = T::widen(level, &lanes(src, i, n));
+    match acc.get_mut(*c..).and_then(|a| a.first_chunk_mut::<LANES>()) {
+        Some(run) if n == LANES => {
+            for (a, v) in run.iter_mut().zip(v) {
+                *a += f64::from(v.abs());
+            }
+            *c += LANES;
+        }
+        _ => {
+            for v in &v[..n] {
+                acc[*c] += f64::from(v.abs());
+                *c = if *c + 1 == channels { 0 } else { *c + 1 };
+            }
+        }
+    }
+    if *c == channels {
+        *c = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `b ≥ 0` (NaN aside): `tanh(−b) = −tanh(b)` to the bit, and no
+    /// `a` more than `tanh_reach(b)` patterns below `b` has `tanh(a) >
+    /// tanh(b)`. Exhaustive, so slow (2^31 values, minutes in release):
+    /// `cargo test --release --lib -- --ignored tanh_reach`.
+    #[test]
+    #[ignore]
+    fn tanh_reach_bounds_every_f32() {
+        const FAR: u32 = 1 << 20;
+        assert!(
+            (0..=u32::MAX)
+                .step_by(1 << 12)
+                .all(|b| tanh_reach(f32::from_bits(b)) <= FAR)
+        );
+        // tanh of the last FAR + 1 patterns, and the largest tanh of all the
+        // patterns before each lag.
+        let mut ring = vec![0f32; FAR as usize + 1];
+        let mut below = [f32::NEG_INFINITY; 2];
+        for b in 0..=f32::INFINITY.to_bits() {
+            let x = f32::from_bits(b);
+            let t = scalar::tanh(x);
+            assert_eq!(
+                scalar::tanh(-x).to_bits(),
+                (-t).to_bits(),
+                "tanh is odd at {x}"
+            );
+            let reach = tanh_reach(x);
+            for (lag, max) in [1 << 11, FAR].into_iter().zip(&mut below) {
+                if let Some(a) = b.checked_sub(lag + 1) {
+                    *max = max.max(ring[(a % (FAR + 1)) as usize]);
+                }
+                if lag == reach {
+                    assert!(
+                        *max <= t,
+                        "a tanh more than {reach} ulps below {x} exceeds it"
+                    );
+                }
+            }
+            ring[(b % (FAR + 1)) as usize] = t;
+        }
+    }
 }

@@ -7,8 +7,10 @@
 
 use rayon::prelude::*;
 
-use super::{BLOCK, each1_channels, each2_channels, map1, map2, simd};
+use super::{Dims, Reduced, lanes, map1, map2, simd};
 use crate::element::Element;
+use crate::element::convert;
+use crate::op::{Elementwise, Index};
 use crate::scalar;
 
 /// Threads in the CUDA reductions' fixed grid (`LOWBIT_REDUCE_BLOCKS ×
@@ -31,37 +33,48 @@ pub(crate) fn channel_groups(rows: usize, channels: usize) -> usize {
     }
 }
 
+/// `rsign`'s element, with α the value of each element's channel.
+#[derive(Clone, Copy)]
+struct RSign;
+
+impl Elementwise for RSign {
+    const INDEX: Index = Index::Channel;
+    #[inline(always)]
+    fn fwd(self, x: f32, alpha: f32) -> f32 {
+        scalar::rsign(x, alpha)
+    }
+    #[inline(always)]
+    fn bwd(self, x: f32, dy: f32, alpha: f32) -> f32 {
+        scalar::rsign_grad(x, dy, alpha)
+    }
+}
+
 /// `y = sign(x − α_c)`. Lengths were checked: `alpha` holds one value per
 /// channel and the channels divide `x`.
 pub(crate) fn forward<T: Element>(x: &[T], alpha: &[T], y: &mut [T]) {
-    let alpha = widen(alpha);
-    map1(
-        x,
-        y,
-        #[inline(always)]
-        |x, y, offset| each1_channels(x, y, offset, &alpha, scalar::rsign),
-    )
+    let (alpha, dims) = thresholds(alpha);
+    map1(RSign, x, y, &alpha, dims)
 }
 
 /// `dx` (ApproxSign's gradient at `x − α_c`), then `dα_c = −Σ dx` over the
 /// channel, summed from `dx` as stored in `T`.
 pub(crate) fn backward<T: Element>(x: &[T], alpha: &[T], dy: &[T], dx: &mut [T], dalpha: &mut [T]) {
-    let a = widen(alpha);
-    map2(
-        x,
-        dy,
-        dx,
-        #[inline(always)]
-        |x, dy, dx, offset| each2_channels(x, dy, dx, offset, &a, scalar::rsign_grad),
-    );
+    let (a, dims) = thresholds(alpha);
+    map2(RSign, x, dy, dx, &a, dims);
     for (d, sum) in dalpha.iter_mut().zip(channel_sums(dx, alpha.len())) {
         *d = T::from_f32(scalar::rsign_dalpha(sum));
     }
 }
 
-fn widen<T: Element>(v: &[T]) -> Vec<f32> {
-    v.iter().map(|a| a.to_f32()).collect()
+/// α widened, as the channel values of the elementwise passes.
+fn thresholds<T: Element>(alpha: &[T]) -> (Reduced, Dims) {
+    let channels = alpha.len();
+    let alpha = alpha.iter().map(|a| a.to_f32()).collect();
+    (Reduced::Each(alpha), Dims { channels, inner: 0 })
 }
+
+/// Partial sums each task of [`channel_sums`] owns.
+const ITEMS_PER_TASK: usize = 1024;
 
 /// Σ of each channel of `v` (rows × `channels`, row-major), in the CUDA
 /// kernels' order:
@@ -85,23 +98,26 @@ pub(crate) fn channel_sums<T: Element>(v: &[T], channels: usize) -> Vec<f64> {
     // Each task owns a range of items across every slab, so no two tasks
     // touch the same partial and each partial adds its slabs in order.
     partials
-        .par_chunks_mut(BLOCK)
+        .par_chunks_mut(ITEMS_PER_TASK)
         .enumerate()
         .for_each(|(task, part)| {
-            let first = task * BLOCK;
+            let first = task * ITEMS_PER_TASK;
             simd(
                 #[inline(always)]
-                || {
-                    let mut buf = [0f32; BLOCK];
+                |level| {
                     for slab in v.chunks(items) {
                         // Only the last slab can be short.
                         let end = slab.len().min(first + part.len());
                         if end <= first {
                             break;
                         }
-                        let vals = T::read(&slab[first..end], &mut buf);
-                        for (p, &x) in part.iter_mut().zip(vals) {
-                            *p += f64::from(x);
+                        let vals = &slab[first..end];
+                        for (i, part) in part[..vals.len()].chunks_mut(convert::LANES).enumerate() {
+                            let i = i * convert::LANES;
+                            let x = T::widen(level, &lanes(vals, i, part.len()));
+                            for (p, &x) in part.iter_mut().zip(&x) {
+                                *p += f64::from(x);
+                            }
                         }
                     }
                 },
