@@ -112,7 +112,12 @@ LOWBIT_FN float lowbit_swish_sign_grad(float x, float dy, float beta) {
 }
 
 // sign(sign(x + t) + sign(x - t)) with tf.sign: x = +-t maps to +-1.
+// A NaN operand's own NaN (scalar.rs's own_nan): where x (or dy) and a
+// reduced value are both NaN, the result must not depend on operand order.
+LOWBIT_FN float lowbit_own_nan(float nan) { return nan + nan; }
+
 LOWBIT_FN float lowbit_ternarize(float x, float threshold) {
+    if (isnan(x)) return lowbit_own_nan(x);
     return lowbit_tf_sign(lowbit_tf_sign(x + threshold) + lowbit_tf_sign(x - threshold));
 }
 
@@ -123,12 +128,13 @@ LOWBIT_FN float lowbit_twn_threshold(double sum_abs, uint64_t count) {
 }
 
 LOWBIT_FN float lowbit_magnitude_aware_sign(float x, float scale) {
+    if (isnan(x)) return lowbit_own_nan(x);
     return scale * lowbit_sign(x);
 }
 
 // The scale is a constant for the gradient.
 LOWBIT_FN float lowbit_magnitude_aware_sign_pass_grad(bool passes, float dy, float scale) {
-    return lowbit_pass_grad(passes, scale * dy);
+    return lowbit_pass_grad(passes, isnan(dy) ? lowbit_own_nan(dy) : scale * dy);
 }
 
 LOWBIT_FN float lowbit_magnitude_aware_sign_grad(float x, float dy, float scale,

@@ -226,7 +226,21 @@ pub fn exp_neg(x: f32) -> f32 {
 /// sign, so `x = ±Δ` maps to ±1, `|x| < Δ` to 0, NaN (in x or Δ) to NaN.
 #[inline(always)]
 pub fn ternarize(x: f32, threshold: f32) -> f32 {
+    if x.is_nan() {
+        return own_nan(x);
+    }
     tf_sign(tf_sign(x + threshold) + tf_sign(x - threshold))
+}
+
+/// A NaN operand's own NaN, quieted as arithmetic quiets it. The formulas
+/// that meet a NaN `x` (or `dy`) and a reduced value that is NaN because of
+/// it (TWN's threshold, a channel's scale) return this: with two NaN
+/// operands, which one an `f32` operation returns depends on the order the
+/// compiler gave them, which can differ between two loops compiling the same
+/// formula (the masked forward and the plain one gave different NaNs).
+#[inline(always)]
+fn own_nan(nan: f32) -> f32 {
+    nan + nan
 }
 
 /// The Ternary Weight Networks threshold, `Δ = 0.7 · mean |x|`, from the sum
@@ -243,6 +257,9 @@ pub fn twn_threshold(sum_abs: f64, count: usize) -> f32 {
 /// channel's mean `|x|` (see [`mean_abs`]).
 #[inline(always)]
 pub fn magnitude_aware_sign(x: f32, scale: f32) -> f32 {
+    if x.is_nan() {
+        return own_nan(x);
+    }
     scale * sign(x)
 }
 
@@ -257,7 +274,8 @@ pub fn magnitude_aware_sign_grad(x: f32, dy: f32, scale: f32, clip: Option<f32>)
 /// a mask): `scale · dy` where it passes, `+0` elsewhere.
 #[inline(always)]
 pub fn magnitude_aware_sign_pass_grad(passes: bool, dy: f32, scale: f32) -> f32 {
-    pass_grad(passes, scale * dy)
+    let g = if dy.is_nan() { own_nan(dy) } else { scale * dy };
+    pass_grad(passes, g)
 }
 
 /// Mean of `|x|` from its sum and count (Bi-Real's per-channel scale).

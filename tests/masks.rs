@@ -442,3 +442,43 @@ fn empty_tensors_have_empty_masks() {
     q.backward_from_mask(&mask, &scale, &[], &[0, 0], &mut y)
         .unwrap();
 }
+
+/// A NaN whose payload differs from the one its reduction carries (PyTorch's
+/// CPU conversion to bf16 writes 0xffff, and |0xffff| is 0x7fff): where `x`
+/// or `dy` and the threshold or scale are both NaN, the masked passes and
+/// the plain ones still give the same bits (they once differed in the sign
+/// of that NaN, by the order the compiler gave the operands).
+#[test]
+fn a_nan_with_its_own_payload_gives_the_same_bits_masked_or_not() {
+    let shape = [6, 7];
+    let n = 42;
+    let mut x: Vec<bf16> = (0..n)
+        .map(|i| bf16::from_f32((i as f32 - 20.0) / 8.0))
+        .collect();
+    x[5] = bf16::from_bits(0xffff);
+    let mut dy: Vec<bf16> = (0..n)
+        .map(|i| bf16::from_f32(0.5 - i as f32 / 64.0))
+        .collect();
+    dy[5] = bf16::from_bits(0xffff);
+    dy[12] = bf16::from_bits(0xffc1);
+    for spec in [
+        "ste_tern(ternary_weight_networks=true)",
+        "magnitude_aware_sign(clip_value=none)",
+        "magnitude_aware_sign",
+    ] {
+        let q = q(spec);
+        let mut mask = vec![0u32; mask_words(n)];
+        let mut scale = vec![bf16::ZERO; q.saved_scale_len(&shape).unwrap()];
+        let mut y = vec![bf16::ZERO; n];
+        q.forward_with_mask(&x, &shape, &mut y, &mut mask, &mut scale)
+            .unwrap();
+        let want = q.forward_vec(&x, &shape).unwrap();
+        let bits = |v: &[bf16]| v.iter().map(|h| h.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y), bits(&want), "{spec}: y");
+        let mut dx = vec![bf16::ZERO; n];
+        q.backward_from_mask(&mask, &scale, &dy, &shape, &mut dx)
+            .unwrap();
+        let want = q.backward_vec(&x, &dy, &shape).unwrap();
+        assert_eq!(bits(&dx), bits(&want), "{spec}: dx");
+    }
+}
