@@ -111,11 +111,11 @@ LOWBIT_FN float lowbit_swish_sign_grad(float x, float dy, float beta) {
     return e == 0.0f ? 0.0f : g;
 }
 
-// sign(sign(x + t) + sign(x - t)) with tf.sign: x = +-t maps to +-1.
 // A NaN operand's own NaN (scalar.rs's own_nan): where x (or dy) and a
 // reduced value are both NaN, the result must not depend on operand order.
 LOWBIT_FN float lowbit_own_nan(float nan) { return nan + nan; }
 
+// sign(sign(x + t) + sign(x - t)) with tf.sign: x = +-t maps to +-1.
 LOWBIT_FN float lowbit_ternarize(float x, float threshold) {
     if (isnan(x)) return lowbit_own_nan(x);
     return lowbit_tf_sign(lowbit_tf_sign(x + threshold) + lowbit_tf_sign(x - threshold));
