@@ -77,13 +77,31 @@ pub(crate) trait Elementwise: Copy + Send + Sync {
     const INDEX: Index;
     fn fwd(self, x: f32, s: f32) -> f32;
     fn bwd(self, x: f32, dy: f32, s: f32) -> f32;
+
+    /// Whether `bwd` is worth splitting as `bwd_of(of_x(x), dy, s)`: the
+    /// gradients that evaluate an `exp` or a `tanh` of `x`, which the CPU
+    /// then looks up by bit pattern in half precision.
+    const TABULATED: bool = false;
+    /// What `bwd` computes from `x` alone.
+    #[inline(always)]
+    fn of_x(self, x: f32) -> [f32; 2] {
+        [x, 0.0]
+    }
+    /// `bwd` from [`Elementwise::of_x`]: the same bits as `bwd(x, dy, s)`.
+    #[inline(always)]
+    fn bwd_of(self, of_x: [f32; 2], dy: f32, s: f32) -> f32 {
+        self.bwd(of_x[0], dy, s)
+    }
 }
 
-/// Declares a functor: its fields, the index it reads, forward and backward.
+/// Declares a functor: its fields, the index it reads, forward and
+/// backward, and optionally the backward split in two (`of_x`, `bwd_of`).
 macro_rules! functor {
     ($name:ident { $($field:ident: $ty:ty),* }, $index:ident,
      fwd($q:ident, $x:ident, $s:ident) $fwd:block,
-     bwd($qb:ident, $xb:ident, $dy:ident, $sb:ident) $bwd:block) => {
+     bwd($qb:ident, $xb:ident, $dy:ident, $sb:ident) $bwd:block
+     $(, of_x($qx:ident, $xx:ident) $of_x:block,
+     bwd_of($qo:ident, $t:ident, $dyo:ident, $so:ident) $bwd_of:block)?) => {
         #[derive(Debug, Clone, Copy, PartialEq)]
         pub(crate) struct $name { $(pub(crate) $field: $ty),* }
 
@@ -101,6 +119,21 @@ macro_rules! functor {
                 let $qb = self;
                 $bwd
             }
+            $(
+                const TABULATED: bool = true;
+                #[inline(always)]
+                #[allow(unused_variables)]
+                fn of_x(self, $xx: f32) -> [f32; 2] {
+                    let $qx = self;
+                    $of_x
+                }
+                #[inline(always)]
+                #[allow(unused_variables)]
+                fn bwd_of(self, $t: [f32; 2], $dyo: f32, $so: f32) -> f32 {
+                    let $qo = self;
+                    $bwd_of
+                }
+            )?
         }
     };
 }
@@ -113,7 +146,9 @@ functor!(ApproxSign {}, None,
     bwd(q, x, dy, s) { scalar::approx_sign_grad(x, dy) });
 functor!(SwishSign { beta: f32 }, None,
     fwd(q, x, s) { scalar::sign(x) },
-    bwd(q, x, dy, s) { scalar::swish_sign_grad(x, dy, q.beta) });
+    bwd(q, x, dy, s) { scalar::swish_sign_grad(x, dy, q.beta) },
+    of_x(q, x) { scalar::swish_sign_grad_factors(x, q.beta) },
+    bwd_of(q, t, dy, s) { scalar::swish_sign_grad_from(t, dy, q.beta) });
 functor!(Ede { t: f32 }, None,
     fwd(q, x, s) { scalar::sign(x) },
     bwd(q, x, dy, s) { scalar::ede_grad(x, dy, q.t) });
@@ -138,7 +173,9 @@ functor!(DorefaActivations { levels: f32 }, None,
     bwd(q, x, dy, s) { scalar::dorefa_activations_grad(x, dy) });
 functor!(DorefaWeights { levels: f32 }, Scalar,
     fwd(q, x, s) { scalar::dorefa_weights(x, s, q.levels) },
-    bwd(q, x, dy, s) { scalar::dorefa_weights_grad(x, dy, s) });
+    bwd(q, x, dy, s) { scalar::dorefa_weights_grad(x, dy, s) },
+    of_x(q, x) { [scalar::dorefa_weights_grad_factor(x), 0.0] },
+    bwd_of(q, t, dy, s) { scalar::dorefa_weights_grad_from(t[0], dy, s) });
 functor!(NoOp {}, None,
     fwd(q, x, s) { x },
     bwd(q, x, dy, s) { dy });
@@ -157,6 +194,15 @@ impl<F: Elementwise> Elementwise for Scaled<F> {
     #[inline(always)]
     fn bwd(self, x: f32, dy: f32, s: f32) -> f32 {
         self.0.bwd(x, s * dy, 0.0)
+    }
+    const TABULATED: bool = F::TABULATED;
+    #[inline(always)]
+    fn of_x(self, x: f32) -> [f32; 2] {
+        self.0.of_x(x)
+    }
+    #[inline(always)]
+    fn bwd_of(self, of_x: [f32; 2], dy: f32, s: f32) -> f32 {
+        self.0.bwd_of(of_x, s * dy, 0.0)
     }
 }
 

@@ -171,15 +171,30 @@ pub fn approx_sign_grad(x: f32, dy: f32) -> f32 {
 /// CPU loop vectorizes and the CUDA kernel computes the same bits.
 #[inline(always)]
 pub fn swish_sign_grad(x: f32, dy: f32, beta: f32) -> f32 {
-    // Written as selects, without early returns, so the loop vectorizes.
+    swish_sign_grad_from(swish_sign_grad_factors(x, beta), dy, beta)
+}
+
+/// What [`swish_sign_grad`] computes from `x` alone: `2 − |βx|·tanh(|βx|/2)`
+/// and `2e/(1 + e)²`. Split out so that the CPU can look them up by bit
+/// pattern in half precision instead of evaluating them per element.
+#[inline(always)]
+pub fn swish_sign_grad_factors(x: f32, beta: f32) -> [f32; 2] {
     let a = (beta * x).abs();
     let e = exp_neg(-a);
     let t = (1.0 - e) / (1.0 + e);
     let s = 1.0 + e;
-    let g = dy * beta * (2.0 - a * t) * (2.0 * e / (s * s));
-    // e = 0: |βx| > 87.3, ±inf included, where the gradient is below 1e-35
-    // and its limit is 0. A NaN x gives e = NaN and so g = NaN.
-    if e == 0.0 { 0.0 } else { g }
+    [2.0 - a * t, 2.0 * e / (s * s)]
+}
+
+/// [`swish_sign_grad`] from its factors.
+#[inline(always)]
+pub fn swish_sign_grad_from([u, w]: [f32; 2], dy: f32, beta: f32) -> f32 {
+    // Written as a select, without an early return, so the loop vectorizes.
+    let g = dy * beta * u * w;
+    // w = 0 exactly where e = 0 (2e/(1 + e)² ≥ e/2 otherwise): |βx| > 87.3,
+    // ±inf included, where the gradient is below 1e-35 and its limit is 0.
+    // A NaN x gives w = NaN and so g = NaN.
+    if w == 0.0 { 0.0 } else { g }
 }
 
 /// `exp(x)` for `x ≤ 0` (Cephes' single-precision method: `x = n·ln 2 + r`,
@@ -370,12 +385,25 @@ pub fn dorefa_weights(x: f32, max_abs_tanh: f32, n: f32) -> f32 {
 /// `dy·2 / (2·max)`, then `TanhGrad` multiplies by `1 − t²`.
 #[inline(always)]
 pub fn dorefa_weights_grad(x: f32, dy: f32, max_abs_tanh: f32) -> f32 {
+    dorefa_weights_grad_from(dorefa_weights_grad_factor(x), dy, max_abs_tanh)
+}
+
+/// What [`dorefa_weights_grad`] computes from `x` alone: `1 − tanh²x`, for
+/// the CPU to look up by bit pattern in half precision.
+#[inline(always)]
+pub fn dorefa_weights_grad_factor(x: f32) -> f32 {
+    let t = tanh(x);
+    1.0 - t * t
+}
+
+/// [`dorefa_weights_grad`] from its factor.
+#[inline(always)]
+pub fn dorefa_weights_grad_from(factor: f32, dy: f32, max_abs_tanh: f32) -> f32 {
     let denom = 2.0 * max_abs_tanh;
     if denom == 0.0 {
         return 0.0;
     }
-    let t = tanh(x);
-    (dy * 2.0 / denom) * (1.0 - t * t)
+    (dy * 2.0 / denom) * factor
 }
 
 /// Bits per packed word (LCE's `bitpacking_bitwidth`).

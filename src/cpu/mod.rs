@@ -19,6 +19,7 @@ mod pieces;
 pub(crate) mod pool;
 mod reduce;
 pub(crate) mod rsign;
+mod tables;
 
 use std::sync::OnceLock;
 
@@ -128,7 +129,11 @@ pub(crate) fn backward<T: Element>(op: &Op, x: &[T], dy: &[T], dims: Dims, dx: &
         return copy(dy, dx);
     }
     let reduced = reduce(op.reduction(Direction::Backward), x, dims);
-    with_functor!(op.functor, |f| map2(f, x, dy, dx, &reduced, dims))
+    with_functor!(op.functor, |f| {
+        if !tables::backward(f, x, dy, dx, &reduced, dims) {
+            map2(f, x, dy, dx, &reduced, dims)
+        }
+    })
 }
 
 /// The reduction's values (`s` of [`Elementwise`]) as the loops read them.

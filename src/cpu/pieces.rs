@@ -180,7 +180,7 @@ fn map_with<const N: usize>(p: &Pieces, x: &[u16], y: &mut [u16]) {
 }
 
 /// The bit patterns of a 16-bit tensor.
-fn bits<T: Element>(x: &[T]) -> &[u16] {
+pub(super) fn bits<T: Element>(x: &[T]) -> &[u16] {
     assert_eq!(std::mem::size_of::<T>(), 2);
     // SAFETY: the 16-bit element types are half's f16 and bf16, each a
     // `#[repr(transparent)]` u16, so a slice of them is one of u16.
@@ -188,7 +188,7 @@ fn bits<T: Element>(x: &[T]) -> &[u16] {
 }
 
 /// [`bits`] of an output.
-fn bits_mut<T: Element>(y: &mut [T]) -> &mut [u16] {
+pub(super) fn bits_mut<T: Element>(y: &mut [T]) -> &mut [u16] {
     assert_eq!(std::mem::size_of::<T>(), 2);
     // SAFETY: as in `bits`.
     unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast(), y.len()) }
