@@ -17,6 +17,7 @@ pub(crate) mod bits;
 pub(crate) mod mask;
 mod pieces;
 pub(crate) mod pool;
+mod recent;
 mod reduce;
 pub(crate) mod rsign;
 mod tables;
@@ -129,11 +130,10 @@ pub(crate) fn backward<T: Element>(op: &Op, x: &[T], dy: &[T], dims: Dims, dx: &
         return copy(dy, dx);
     }
     let reduced = reduce(op.reduction(Direction::Backward), x, dims);
-    with_functor!(op.functor, |f| {
-        if !tables::backward(f, x, dy, dx, &reduced, dims) {
-            map2(f, x, dy, dx, &reduced, dims)
-        }
-    })
+    if tables::backward(op, x, dy, dx, &reduced, dims) {
+        return;
+    }
+    with_functor!(op.functor, |f| map2(f, x, dy, dx, &reduced, dims))
 }
 
 /// The reduction's values (`s` of [`Elementwise`]) as the loops read them.

@@ -13,12 +13,15 @@
 //! 2^24 elements, bf16's sign at 0.7); comparisons cost about what a copy
 //! does.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
+use super::recent::Recent;
 use super::{CHUNK, Dims, Reduced, lanes, map1, simd, steps, streams};
 use crate::element::convert::LANES;
 use crate::element::{DType, Element};
-use crate::op::{Elementwise, Index, Op, with_functor};
+use crate::op::{Elementwise, Functor, Index, Op, with_functor};
 
 /// Change points a forward may have and still be mapped by comparisons:
 /// DoReFa's 4-bit levels have 15.
@@ -41,9 +44,17 @@ pub(super) fn forward<T: Element>(
     if T::DTYPE == DType::F32 || x.len() < MIN_LEN {
         return false;
     }
-    match with_functor!(op.functor, |f| pieces::<T, _>(f, reduced, dims)) {
+    // The functor's parameters are finite and nonzero (`Quantizer::new`
+    // checks them), so `==` on them is equality of bits; the scalar (TWN's
+    // or DoReFa's, which depend on the tensor) is compared by its bits.
+    static RECENT: Recent<(Functor, DType, u32), Option<Pieces>> = Recent::new();
+    let key = (op.functor, T::DTYPE, reduced.scalar().to_bits());
+    let pieces = RECENT.get(key, || {
+        with_functor!(op.functor, |f| pieces::<T, _>(f, reduced, dims))
+    });
+    match pieces.as_ref() {
         Some(p) => {
-            map(&p, bits(x), bits_mut(y));
+            map(p, bits(x), bits_mut(y));
             true
         }
         None => false,
@@ -74,19 +85,22 @@ fn unkey(k: u16) -> u16 {
     if k & 0x8000 != 0 { k & 0x7fff } else { !k }
 }
 
+/// Every pattern, in key order.
+fn by_key() -> &'static [u16] {
+    static ALL: OnceLock<Vec<u16>> = OnceLock::new();
+    ALL.get_or_init(|| (0..=u16::MAX).map(unkey).collect())
+}
+
 /// `f`'s forward as pieces for `T`, from the generic path run on every
 /// pattern; `None` if `f` reads more than a scalar or has too many pieces.
 fn pieces<T: Element, F: Elementwise>(f: F, reduced: &Reduced, dims: Dims) -> Option<Pieces> {
     if !matches!(F::INDEX, Index::None | Index::Scalar) {
         return None;
     }
-    let mut all = vec![T::default(); 1 << 16];
-    for (k, v) in (0..=u16::MAX).zip(bits_mut(&mut all)) {
-        *v = unkey(k);
-    }
+    let all = patterns::<T>(by_key());
     let mut out = vec![T::default(); 1 << 16];
-    map1(f, &all, &mut out, reduced, dims);
-    let (all, out) = (bits(&all), bits(&out));
+    map1(f, all, &mut out, reduced, dims);
+    let (all, out) = (bits(all), bits(&out));
     let infinity = bits(&[T::from_f32(f32::INFINITY)])[0];
     let quiet = ((0x7fff & !infinity) + 1) >> 1;
     // The values that are not NaN, −∞ to +∞, are one run of keys; the NaNs
@@ -187,6 +201,13 @@ pub(super) fn bits<T: Element>(x: &[T]) -> &[u16] {
     unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
 }
 
+/// The 16-bit tensor of bit patterns `h`: [`bits`] the other way.
+pub(super) fn patterns<T: Element>(h: &[u16]) -> &[T] {
+    assert_eq!(std::mem::size_of::<T>(), 2);
+    // SAFETY: as in `bits`; every pattern is a value of f16 and of bf16.
+    unsafe { std::slice::from_raw_parts(h.as_ptr().cast(), h.len()) }
+}
+
 /// [`bits`] of an output.
 pub(super) fn bits_mut<T: Element>(y: &mut [T]) -> &mut [u16] {
     assert_eq!(std::mem::size_of::<T>(), 2);
@@ -264,6 +285,40 @@ mod tests {
     fn pieces_give_the_generic_paths_bits() {
         every_pattern::<f16>(f16::from_bits);
         every_pattern::<bf16>(bf16::from_bits);
+    }
+
+    /// The pieces kept from one call are not those of the next when the
+    /// tensor's threshold differs (TWN's, from Σ|x|), nor in another type.
+    #[test]
+    fn kept_pieces_follow_the_threshold_and_the_type() {
+        fn twn<T: Element>(scale: f32) {
+            let op = Op::new(
+                &"ste_tern(ternary_weight_networks=true)".parse().unwrap(),
+                T::DTYPE,
+            )
+            .unwrap();
+            let dims = Dims {
+                channels: 1,
+                inner: 1,
+            };
+            let x: Vec<T> = (0..MIN_LEN)
+                .map(|i| T::from_f32(((i % 201) as f32 - 100.0) * scale / 100.0))
+                .collect();
+            let reduced = reduce(op.reduction(Direction::Forward), &x, dims);
+            let mut fast = vec![T::default(); x.len()];
+            assert!(forward(&op, &x, &mut fast, &reduced, dims));
+            let mut generic = vec![T::default(); x.len()];
+            with_functor!(op.functor, |f| map1(f, &x, &mut generic, &reduced, dims));
+            assert!(
+                bits(&fast) == bits(&generic),
+                "{:?} scale {scale}",
+                T::DTYPE
+            );
+        }
+        for scale in [1.0, 3.0, 1.0, 0.5] {
+            twn::<f16>(scale);
+            twn::<bf16>(scale);
+        }
     }
 
     #[test]

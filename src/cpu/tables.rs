@@ -13,11 +13,12 @@
 
 use rayon::prelude::*;
 
-use super::pieces::{bits, bits_mut};
+use super::pieces::{bits, patterns};
+use super::recent::Recent;
 use super::{CHUNK, Dims, Reduced, Scales, lanes, simd, steps, streams};
 use crate::element::convert::{self, LANES};
 use crate::element::{DType, Element};
-use crate::op::Elementwise;
+use crate::op::{Elementwise, Functor, Op, with_functor};
 
 /// Below this many elements, filling the table (65,536 evaluations, tens of
 /// microseconds) costs more than it saves.
@@ -28,29 +29,47 @@ const MIN_LEN: usize = 1 << 20;
 /// arrays of `f32` took two 32-bit gathers and ran slower.
 type Table = [[f32; 2]; 1 << 16];
 
-/// `dx = f.bwd(x, dy, s)` through a table where `f` splits its gradient,
-/// `T` is a 16-bit type and `x` is long enough; `false` (and nothing
-/// written) otherwise.
-pub(super) fn backward<T: Element, F: Elementwise>(
-    f: F,
+/// `dx = q'(x)·dy` through a table where `q`'s functor splits its
+/// gradient, `T` is a 16-bit type and `x` is long enough; `false` (and
+/// nothing written) otherwise.
+pub(super) fn backward<T: Element>(
+    op: &Op,
     x: &[T],
     dy: &[T],
     dx: &mut [T],
     reduced: &Reduced,
     dims: Dims,
 ) -> bool {
-    if !F::TABULATED || T::DTYPE == DType::F32 || x.len() < MIN_LEN {
+    if T::DTYPE == DType::F32 || x.len() < MIN_LEN {
         return false;
     }
-    map(f, &table::<T, F>(f), x, dy, dx, reduced, dims);
+    with_functor!(op.functor, |f| tabulated(
+        op.functor, f, x, dy, dx, reduced, dims
+    ))
+}
+
+/// [`backward`] for the functor `f` of `functor`.
+fn tabulated<T: Element, Q: Elementwise>(
+    functor: Functor,
+    f: Q,
+    x: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    reduced: &Reduced,
+    dims: Dims,
+) -> bool {
+    if !Q::TABULATED {
+        return false;
+    }
+    static RECENT: Recent<(Functor, DType), Box<Table>> = Recent::new();
+    let table = RECENT.get((functor, T::DTYPE), || table::<T, Q>(f));
+    map(f, &table, x, dy, dx, reduced, dims);
     true
 }
 
 fn table<T: Element, F: Elementwise>(f: F) -> Box<Table> {
-    let mut all = vec![T::default(); 1 << 16];
-    for (p, v) in (0..=u16::MAX).zip(bits_mut(&mut all)) {
-        *v = p;
-    }
+    let all: Vec<u16> = (0..=u16::MAX).collect();
+    let all = patterns::<T>(&all);
     let mut table = Box::new([[0f32; 2]; 1 << 16]);
     table
         .par_chunks_mut(CHUNK / 8)
@@ -119,6 +138,7 @@ fn map<T: Element, F: Elementwise>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::pieces::bits_mut;
     use crate::cpu::{map2, reduce};
     use crate::op::{Direction, Op, with_functor};
     use half::{bf16, f16};
@@ -157,10 +177,15 @@ mod tests {
             let reduced = reduce(op.reduction(Direction::Backward), &x, dims);
             let mut fast = vec![T::default(); len];
             let mut generic = vec![T::default(); len];
-            with_functor!(op.functor, |f| {
-                assert!(backward(f, &x, &dy, &mut fast, &reduced, dims), "{spec}");
-                map2(f, &x, &dy, &mut generic, &reduced, dims);
-            });
+            assert!(backward(&op, &x, &dy, &mut fast, &reduced, dims), "{spec}");
+            with_functor!(op.functor, |f| map2(
+                f,
+                &x,
+                &dy,
+                &mut generic,
+                &reduced,
+                dims
+            ));
             let pairs = bits(&fast)
                 .iter()
                 .zip(bits(&generic))
@@ -189,9 +214,7 @@ mod tests {
             channels: 1,
             inner: 1,
         };
-        let run = |op: Op, x: &[f16], dx: &mut [f16]| {
-            with_functor!(op.functor, |f| backward(f, x, x, dx, &Reduced::None, dims))
-        };
+        let run = |op: Op, x: &[f16], dx: &mut [f16]| backward(&op, x, x, dx, &Reduced::None, dims);
         let x = vec![f16::ONE; MIN_LEN];
         let mut dx = vec![f16::ZERO; MIN_LEN];
         assert!(run(op("swish_sign", DType::F16), &x, &mut dx));
@@ -200,13 +223,6 @@ mod tests {
         let x = vec![1f32; MIN_LEN];
         let mut dx = vec![0f32; MIN_LEN];
         let op = op("swish_sign", DType::F32);
-        assert!(!with_functor!(op.functor, |f| backward(
-            f,
-            &x,
-            &x,
-            &mut dx,
-            &Reduced::None,
-            dims
-        )));
+        assert!(!backward(&op, &x, &x, &mut dx, &Reduced::None, dims));
     }
 }
