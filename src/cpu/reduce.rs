@@ -10,9 +10,10 @@
 
 use rayon::prelude::*;
 
+use super::pieces::{bits, patterns};
 use super::{CHUNK, lanes, simd};
-use crate::element::Element;
 use crate::element::convert::{LANES, Level};
+use crate::element::{DType, Element};
 use crate::scalar;
 
 /// Σ|x| over the whole tensor.
@@ -111,6 +112,16 @@ fn tanh_reach(top: f32) -> u32 {
 
 /// max |tanh x| over the whole tensor, NaN if any element is NaN.
 pub(super) fn max_abs_tanh<T: Element>(x: &[T]) -> f32 {
+    if T::DTYPE != DType::F32
+        && let Some(max) = max_abs_tanh_half::<T>(bits(x))
+    {
+        return max;
+    }
+    max_abs_tanh_widened(x)
+}
+
+/// [`max_abs_tanh`] of any tensor, widened to `f32`.
+fn max_abs_tanh_widened<T: Element>(x: &[T]) -> f32 {
     x.par_chunks(CHUNK * LOCKSTEP)
         .map(|group| {
             simd(
@@ -157,6 +168,48 @@ fn group_max_abs_tanh<T: Element>(level: Level, group: &[T]) -> f32 {
         }
     }
     max.into_iter().fold(0.0, f32::max)
+}
+
+/// [`max_abs_tanh`] of a 16-bit tensor, as [`group_max_abs_tanh`] but on
+/// bit patterns: |x| of a half is its pattern without the sign bit, and
+/// patterns order as magnitudes do, so both passes over a group are
+/// integer comparisons (widening every element twice cost as much as
+/// reading the tensor). `None` if a NaN is there: the `f32` path then
+/// gives the NaN it always gave.
+fn max_abs_tanh_half<T: Element>(x: &[u16]) -> Option<f32> {
+    let infinity = bits(&[T::from_f32(f32::INFINITY)])[0];
+    let value = |h: u16| patterns::<T>(&[h])[0].to_f32();
+    x.par_chunks(CHUNK * LOCKSTEP)
+        .map(|group| {
+            simd(
+                #[inline(always)]
+                |_| {
+                    let top = group.iter().fold(0, |m, &h| m.max(h & 0x7fff));
+                    if top > infinity {
+                        return None;
+                    }
+                    // The smallest magnitude within `tanh_reach` of the top.
+                    let t = value(top);
+                    let near = f32::from_bits(t.to_bits().saturating_sub(tanh_reach(t)));
+                    let mut low = top;
+                    while low > 0 && value(low - 1) >= near {
+                        low -= 1;
+                    }
+                    let mut max = 0f32;
+                    for step in group.chunks(LANES) {
+                        // A fold (vectorized), not `any` (a loop that stops).
+                        let lanes = lanes(step, 0, step.len());
+                        if lanes.iter().fold(0, |m, &h| m.max(h & 0x7fff)) >= low {
+                            for &h in step.iter().filter(|&&h| h & 0x7fff >= low) {
+                                max = max.max(scalar::tanh(value(h & 0x7fff)));
+                            }
+                        }
+                    }
+                    Some(max)
+                },
+            )
+        })
+        .try_reduce(|| 0.0, |a, b| Some(a.max(b)))
 }
 
 /// Channels at least this wide are summed in parallel by channel ranges
@@ -276,6 +329,51 @@ fn add_abs_step<T: Element>(level: Level, src: &[T], i: usize, c: &mut usize, ac
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::{bf16, f16};
+
+    /// Half tensors whose largest |x| lies where `tanh` wiggles (below 2,
+    /// 4 and the clamp), at +∞, among many smaller values, with zeros, and
+    /// with a NaN: the patterns give what widening gives.
+    #[test]
+    fn max_abs_tanh_on_patterns_is_that_of_the_widened_values() {
+        fn check<T: Element>() {
+            let mut seed = 12345u32;
+            for top in [
+                0.0,
+                1e-3,
+                1.999,
+                3.99,
+                4.0,
+                6.5,
+                7.9,
+                7.95,
+                100.0,
+                f32::INFINITY,
+            ] {
+                let mut x: Vec<T> = (0..3 * CHUNK * LOCKSTEP + 5)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 17;
+                        seed ^= seed << 5;
+                        // Mostly within 1% of `top`, of either sign.
+                        let u = (seed >> 8) as f32 / (1 << 24) as f32;
+                        let v = top * (1.0 - u * u * u * 0.01);
+                        T::from_f32(if seed & 1 == 0 { v } else { -v })
+                    })
+                    .collect();
+                let half = max_abs_tanh_half::<T>(bits(&x));
+                assert_eq!(
+                    half.map(f32::to_bits),
+                    Some(max_abs_tanh_widened(&x).to_bits())
+                );
+                x[CHUNK + 7] = T::from_f32(f32::NAN);
+                assert_eq!(max_abs_tanh_half::<T>(bits(&x)), None);
+                assert!(max_abs_tanh(&x).is_nan());
+            }
+        }
+        check::<f16>();
+        check::<bf16>();
+    }
 
     /// Every `b ≥ 0` (NaN aside): `tanh(−b) = −tanh(b)` to the bit, and no
     /// `a` more than `tanh_reach(b)` patterns below `b` has `tanh(a) >
