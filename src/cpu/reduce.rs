@@ -195,6 +195,11 @@ fn max_abs_tanh_half<T: Element>(x: &[u16]) -> Option<f32> {
                     while low > 0 && value(low - 1) >= near {
                         low -= 1;
                     }
+                    if low == top {
+                        // Below 4, where `tanh`'s reach is under an ulp of
+                        // either type: only the top itself can be the max.
+                        return Some(scalar::tanh(value(top)));
+                    }
                     let mut max = 0f32;
                     for step in group.chunks(LANES) {
                         // A fold (vectorized), not `any` (a loop that stops).
