@@ -70,7 +70,12 @@ fn tabulated<T: Element, Q: Elementwise>(
 fn table<T: Element, F: Elementwise>(f: F) -> Box<Table> {
     let all: Vec<u16> = (0..=u16::MAX).collect();
     let all = patterns::<T>(&all);
-    let mut table = Box::new([[0f32; 2]; 1 << 16]);
+    // Made on the heap: `Box::new` of the array may build it on the stack
+    // first, 512 KiB, in an unoptimized build.
+    let mut table: Box<Table> = vec![[0f32; 2]; 1 << 16]
+        .into_boxed_slice()
+        .try_into()
+        .expect("65,536 entries");
     table
         .par_chunks_mut(CHUNK / 8)
         .zip(all.par_chunks(CHUNK / 8))
