@@ -55,6 +55,13 @@ mod sealed {
         fn widen(level: Level, src: &[Self; LANES]) -> [f32; LANES];
         /// `LANES` values rounded to this type.
         fn narrow(level: Level, v: &[f32; LANES]) -> [Self; LANES];
+        /// [`Sealed::widen`]'s values, for a loop that computes with them
+        /// rather than narrowing them again (see
+        /// [`convert::bf16_widen_opaque`]).
+        #[inline(always)]
+        fn widen_opaque(level: Level, src: &[Self; LANES]) -> [f32; LANES] {
+            Self::widen(level, src)
+        }
     }
 
     impl Sealed for f32 {
@@ -87,6 +94,10 @@ mod sealed {
         #[inline(always)]
         fn narrow(_: Level, v: &[f32; LANES]) -> [bf16; LANES] {
             convert::bf16_narrow_lanes(v)
+        }
+        #[inline(always)]
+        fn widen_opaque(level: Level, src: &[bf16; LANES]) -> [f32; LANES] {
+            convert::bf16_widen_opaque(level, src)
         }
     }
 }
@@ -199,14 +210,15 @@ mod tests {
         f16::from_bits(bits).to_f32().to_bits()
     }
 
-    /// Every step of `all` widened at `level`; inlined, so that inside
-    /// `cpu::simd` it is compiled as the CPU's loops are.
+    /// Every step of `all` widened at `level`, by both widenings, one after
+    /// the other; inlined, so that inside `cpu::simd` it is compiled as the
+    /// CPU's loops are.
     #[inline(always)]
     fn widen_steps<T: Element>(level: Level, all: &[T]) -> Vec<u32> {
-        let steps = all.chunks_exact(LANES).filter_map(|s| s.first_chunk());
-        steps
-            .flat_map(|s| T::widen(level, s).map(f32::to_bits))
-            .collect()
+        let steps = || all.chunks_exact(LANES).filter_map(|s| s.first_chunk());
+        let plain = steps().flat_map(|s| T::widen(level, s).map(f32::to_bits));
+        let opaque = steps().flat_map(|s| T::widen_opaque(level, s).map(f32::to_bits));
+        plain.chain(opaque).collect()
     }
 
     /// [`widen_steps`] for narrowing.
@@ -238,8 +250,14 @@ mod tests {
             #[inline(always)]
             |level| widen_steps(level, &all),
         ) {
-            for (bits, w) in (0..=u16::MAX).zip(wide) {
-                assert_eq!(widened(bits), w, "{name} widening {bits:#06x} at {level}");
+            assert_eq!(wide.len(), 2 << 16);
+            for (k, w) in wide.into_iter().enumerate() {
+                let bits = k as u16;
+                assert_eq!(
+                    widened(bits),
+                    w,
+                    "{name} widening {bits:#06x} at {level} ({k})"
+                );
             }
         }
         let samples = f32_samples();
@@ -275,8 +293,11 @@ mod tests {
             #[inline(always)]
             |level| widen_steps(level, &samples),
         ) {
+            assert_eq!(wide.len(), 2 * samples.len());
             assert!(
-                wide.iter().zip(&samples).all(|(w, s)| *w == s.to_bits()),
+                wide.iter()
+                    .zip(samples.iter().chain(&samples))
+                    .all(|(w, s)| *w == s.to_bits()),
                 "{level}"
             );
         }

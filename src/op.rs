@@ -78,6 +78,11 @@ pub(crate) trait Elementwise: Copy + Send + Sync {
     fn fwd(self, x: f32, s: f32) -> f32;
     fn bwd(self, x: f32, dy: f32, s: f32) -> f32;
 
+    /// Whether `bwd` multiplies `dy` by the reduced scale rather than
+    /// passing it or a zero: the per-channel and per-row scales. Only how
+    /// the CPU widens a bf16 `dy` follows from it (the bits do not).
+    const SCALES_DY: bool = matches!(Self::INDEX, Index::Channel | Index::Row);
+
     /// Whether `bwd` is worth splitting as `bwd_of(of_x(x), dy, s)`: the
     /// gradients that evaluate an `exp` or a `tanh` of `x`, which the CPU
     /// then looks up by bit pattern in half precision.

@@ -361,7 +361,12 @@ pub(crate) fn map2<T: Element, F: Elementwise>(
                         #[inline(always)]
                         move |i, n| {
                             let x = T::widen(level, &lanes(x, i, n));
-                            let dy = T::widen(level, &lanes(dy, i, n));
+                            let dy = lanes(dy, i, n);
+                            let dy = if F::SCALES_DY {
+                                T::widen_opaque(level, &dy)
+                            } else {
+                                T::widen(level, &dy)
+                            };
                             let s = s.next(F::INDEX, n);
                             let mut dx = [0f32; LANES];
                             for k in 0..LANES {
