@@ -372,7 +372,16 @@ pub fn dorefa_activations_passes(x: f32) -> bool {
 /// (0/0 → 0, TensorFlow's `divide_no_nan`), output `2·quantize(v) − 1`.
 #[inline(always)]
 pub fn dorefa_weights(x: f32, max_abs_tanh: f32, n: f32) -> f32 {
-    let t = tanh(x);
+    dorefa_weights_of_tanh(tanh(x), max_abs_tanh, n)
+}
+
+/// [`dorefa_weights`] from `t = tanh x`. Where `max|t| > 0` this is
+/// non-decreasing in `t` (a division by a positive number, an addition, a
+/// clip, a rounding: each monotone) and takes at most `n + 1` values, so
+/// the CPU finds where it steps once per call and compares `t` with those
+/// points instead of computing it per element.
+#[inline(always)]
+pub fn dorefa_weights_of_tanh(t: f32, max_abs_tanh: f32, n: f32) -> f32 {
     let denom = 2.0 * max_abs_tanh;
     let v = if denom == 0.0 { 0.0 } else { t / denom } + 0.5;
     2.0 * dorefa_quantize(v, n) - 1.0

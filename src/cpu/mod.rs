@@ -21,6 +21,7 @@ mod recent;
 mod reduce;
 pub(crate) mod rsign;
 mod tables;
+mod tanh_steps;
 
 use std::sync::OnceLock;
 
@@ -118,7 +119,7 @@ pub(crate) fn forward<T: Element>(op: &Op, x: &[T], dims: Dims, y: &mut [T]) {
         return copy(x, y);
     }
     let reduced = reduce(op.reduction(Direction::Forward), x, dims);
-    if pieces::forward(op, x, y, &reduced, dims) {
+    if pieces::forward(op, x, y, &reduced, dims) || tanh_steps::forward(op, x, y, &reduced) {
         return;
     }
     with_functor!(op.functor, |f| map1(f, x, y, &reduced, dims))
