@@ -83,12 +83,6 @@ pub(crate) trait Elementwise: Copy + Send + Sync {
     /// the CPU widens a bf16 `dy` follows from it (the bits do not).
     const SCALES_DY: bool = matches!(Self::INDEX, Index::Channel | Index::Row);
 
-    /// Whether `fwd(x, s)` is `s · sign(x)`: for `x` not NaN, a function of
-    /// `s` and of whether `x < 0` alone. The CPU then maps a half-precision
-    /// forward with a scale per channel by `x`'s sign bit, between the two
-    /// values `fwd(±1, s)` gives each channel.
-    const SCALED_SIGN: bool = false;
-
     /// Whether `bwd` is worth splitting as `bwd_of(of_x(x), dy, s)`: the
     /// gradients that evaluate an `exp` or a `tanh` of `x`, which the CPU
     /// then looks up by bit pattern in half precision.
@@ -106,15 +100,13 @@ pub(crate) trait Elementwise: Copy + Send + Sync {
 }
 
 /// Declares a functor: its fields, the index it reads, forward and
-/// backward, optionally the backward split in two (`of_x`, `bwd_of`), and
-/// whether the forward is a scaled sign ([`Elementwise::SCALED_SIGN`]).
+/// backward, and optionally the backward split in two (`of_x`, `bwd_of`).
 macro_rules! functor {
     ($name:ident { $($field:ident: $ty:ty),* }, $index:ident,
      fwd($q:ident, $x:ident, $s:ident) $fwd:block,
      bwd($qb:ident, $xb:ident, $dy:ident, $sb:ident) $bwd:block
      $(, of_x($qx:ident, $xx:ident) $of_x:block,
-     bwd_of($qo:ident, $t:ident, $dyo:ident, $so:ident) $bwd_of:block)?
-     $(, scaled_sign: $scaled_sign:literal)?) => {
+     bwd_of($qo:ident, $t:ident, $dyo:ident, $so:ident) $bwd_of:block)?) => {
         #[derive(Debug, Clone, Copy, PartialEq)]
         pub(crate) struct $name { $(pub(crate) $field: $ty),* }
 
@@ -147,7 +139,6 @@ macro_rules! functor {
                     $bwd_of
                 }
             )?
-            $(const SCALED_SIGN: bool = $scaled_sign;)?
         }
     };
 }
@@ -177,8 +168,7 @@ functor!(SteHeavisideUnipolar { clip: Option<f32> }, None,
     bwd(q, x, dy, s) { scalar::ste_unipolar_grad(x, dy, q.clip) });
 functor!(MagnitudeAwareSign { clip: Option<f32> }, Channel,
     fwd(q, x, s) { scalar::magnitude_aware_sign(x, s) },
-    bwd(q, x, dy, s) { scalar::magnitude_aware_sign_grad(x, dy, s, q.clip) },
-    scaled_sign: true);
+    bwd(q, x, dy, s) { scalar::magnitude_aware_sign_grad(x, dy, s, q.clip) });
 // The threshold is the reduction's value: TWN's, or the fixed one as a constant.
 functor!(SteTern { clip: Option<f32> }, Scalar,
     fwd(q, x, s) { scalar::ternarize(x, s) },
@@ -202,7 +192,6 @@ pub(crate) struct Scaled<F>(pub(crate) F);
 
 impl<F: Elementwise> Elementwise for Scaled<F> {
     const INDEX: Index = Index::Row;
-    const SCALED_SIGN: bool = true;
     #[inline(always)]
     fn fwd(self, x: f32, s: f32) -> f32 {
         scalar::magnitude_aware_sign(x, s)

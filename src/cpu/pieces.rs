@@ -12,18 +12,13 @@
 //! memory in half precision (ste_tern's forward ran at 0.6 of a copy at
 //! 2^24 elements, bf16's sign at 0.7); comparisons cost about what a copy
 //! does.
-//!
-//! A forward with a scale per channel (`magnitude_aware_sign`) is not one
-//! function of the pattern but one per channel. It is a scaled sign, so
-//! each channel has two outputs, which the functor itself gives at ±1, and
-//! the sign bit picks one ([`scaled_sign`]).
 
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::recent::Recent;
-use super::{CHUNK, Dims, Reduced, Scales, lanes, map1, simd, steps, streams};
+use super::{CHUNK, Dims, Reduced, lanes, map1, simd, steps, streams};
 use crate::element::convert::LANES;
 use crate::element::{DType, Element};
 use crate::op::{Elementwise, Functor, Index, Op, with_functor};
@@ -48,9 +43,6 @@ pub(super) fn forward<T: Element>(
 ) -> bool {
     if T::DTYPE == DType::F32 || x.len() < MIN_LEN {
         return false;
-    }
-    if with_functor!(op.functor, |f| scaled_sign(f, x, y, reduced, dims)) {
-        return true;
     }
     // The functor's parameters are finite and nonzero (`Quantizer::new`
     // checks them), so `==` on them is equality of bits; the scalar (TWN's
@@ -201,86 +193,6 @@ fn map_with<const N: usize>(p: &Pieces, x: &[u16], y: &mut [u16]) {
         });
 }
 
-/// `y = s_c · sign(x)` for a forward that is a scaled sign
-/// ([`Elementwise::SCALED_SIGN`]) with a scale per channel: each element
-/// takes one of its channel's two outputs by its sign bit, and those are
-/// made once, by `f.fwd(±1, s_c)` itself. A step with a NaN in it goes
-/// through the generic formula instead. `false` (and nothing written) for
-/// any other forward.
-fn scaled_sign<T: Element, F: Elementwise>(
-    f: F,
-    x: &[T],
-    y: &mut [T],
-    reduced: &Reduced,
-    dims: Dims,
-) -> bool {
-    if !F::SCALED_SIGN || F::INDEX != Index::Channel {
-        return false;
-    }
-    let scales = Scales::new(F::INDEX, reduced, dims);
-    let output = |sign: f32| -> Vec<u16> {
-        let each = scales.each.iter().map(|&s| T::from_f32(f.fwd(sign, s)));
-        bits(&each.collect::<Vec<T>>()).to_vec()
-    };
-    let (positive, negative) = (&output(1.0), &output(-1.0));
-    let infinity = bits(&[T::from_f32(f32::INFINITY)])[0];
-    let stream = streams(2 * std::mem::size_of_val(x));
-    bits_mut(y)
-        .par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .enumerate()
-        .for_each(|(chunk, (y, x))| {
-            simd(
-                #[inline(always)]
-                |level| {
-                    let mut s = scales.at(chunk * CHUNK);
-                    steps(
-                        level,
-                        y,
-                        stream,
-                        #[inline(always)]
-                        move |i, n| {
-                            let c = s.pos;
-                            let scale = s.next(F::INDEX, n);
-                            let h = lanes(bits(x), i, n);
-                            let mut y = [0u16; LANES];
-                            // A fold (vectorized), not `any` (a loop that stops).
-                            if h.iter()
-                                .fold(false, |nan, &h| nan | (h & 0x7fff > infinity))
-                            {
-                                let x = T::widen(level, &lanes(x, i, n));
-                                let mut v = [0f32; LANES];
-                                for k in 0..LANES {
-                                    v[k] = f.fwd(x[k], scale[k]);
-                                }
-                                y.copy_from_slice(bits(&T::narrow(level, &v)));
-                                return y;
-                            }
-                            // `c` is below `channels`, and both have `LANES` past it.
-                            let (Some(p), Some(m)) = (
-                                positive[c..].first_chunk::<LANES>(),
-                                negative[c..].first_chunk::<LANES>(),
-                            ) else {
-                                return y;
-                            };
-                            let (p, m) = (*p, *m);
-                            for k in 0..LANES {
-                                // The sign bit and a magnitude: `x < 0`.
-                                let negative = u16::from(h[k] > 0x8000).wrapping_neg();
-                                y[k] = p[k] ^ ((p[k] ^ m[k]) & negative);
-                            }
-                            y
-                        },
-                    );
-                    if stream {
-                        super::convert::fence();
-                    }
-                },
-            )
-        });
-    true
-}
-
 /// The bit patterns of a 16-bit tensor.
 pub(super) fn bits<T: Element>(x: &[T]) -> &[u16] {
     assert_eq!(std::mem::size_of::<T>(), 2);
@@ -409,105 +321,6 @@ mod tests {
         }
     }
 
-    /// Scales of every kind a channel can have: 0, subnormal in both
-    /// types, unrounded, large, past f16's range, infinite, NaN.
-    const SCALES: [f32; 9] = [
-        0.0,
-        1e-40,
-        3e-6,
-        0.3,
-        1.0,
-        1234.567,
-        1e30,
-        f32::INFINITY,
-        f32::NAN,
-    ];
-
-    /// The functors that say their forward is a scaled sign.
-    fn scaled_signs() -> Vec<Functor> {
-        let specs = [
-            "magnitude_aware_sign",
-            "magnitude_aware_sign(clip_value=none)",
-            "ste_sign(scale=first_axis)",
-            "approx_sign(scale=first_axis)",
-            "swish_sign(scale=first_axis)",
-        ];
-        let functors: Vec<Functor> = specs
-            .iter()
-            .map(|spec| Op::new(&spec.parse().unwrap(), DType::F16).unwrap().functor)
-            .collect();
-        assert!(functors.iter().all(|f| with_functor!(*f, |f| scaled(f))));
-        functors
-    }
-
-    fn scaled<F: Elementwise>(_: F) -> bool {
-        F::SCALED_SIGN
-    }
-
-    /// Every pattern that is not a NaN gives, at every scale, what ±1 gives
-    /// by its sign, rounded to the type: what `scaled_sign` relies on.
-    #[test]
-    fn scaled_sign_forwards_follow_the_sign_alone() {
-        fn check<T: Element, F: Elementwise + std::fmt::Debug>(f: F, from_bits: impl Fn(u16) -> T) {
-            let out = |x: f32, s: f32| bits(&[T::from_f32(f.fwd(x, s))])[0];
-            for h in 0..=u16::MAX {
-                let x = from_bits(h).to_f32();
-                if x.is_nan() {
-                    continue;
-                }
-                let sign = if x < 0.0 { -1.0 } else { 1.0 };
-                for s in SCALES {
-                    assert_eq!(
-                        out(x, s),
-                        out(sign, s),
-                        "{f:?} {:?} {h:#06x} at {s}",
-                        T::DTYPE
-                    );
-                }
-            }
-        }
-        for functor in scaled_signs() {
-            with_functor!(functor, |f| {
-                check(f, f16::from_bits);
-                check(f, bf16::from_bits);
-            });
-        }
-    }
-
-    /// Every pattern, NaNs among them, in channels of every kind of scale,
-    /// through `scaled_sign` and through the generic path.
-    #[test]
-    fn scaled_sign_gives_the_generic_paths_bits() {
-        fn check<T: Element, F: Elementwise + std::fmt::Debug>(f: F, from_bits: impl Fn(u16) -> T) {
-            // In order, then scattered (an odd multiplier permutes the
-            // patterns), so that lone NaNs fall in steps of numbers.
-            let scattered = (0..=u16::MAX).map(|h| h.wrapping_mul(40503));
-            let x: Vec<T> = (0..=u16::MAX).chain(scattered).map(from_bits).collect();
-            for channels in [1, 9, 61, 64, 100] {
-                let dims = Dims { channels, inner: 0 };
-                let scales = SCALES.iter().cycle().take(channels).copied().collect();
-                let reduced = Reduced::Each(scales);
-                let mut fast = vec![T::default(); x.len()];
-                if !F::INDEX.eq(&Index::Channel) {
-                    assert!(!scaled_sign(f, &x, &mut fast, &reduced, dims));
-                    continue;
-                }
-                assert!(scaled_sign(f, &x, &mut fast, &reduced, dims));
-                let mut generic = vec![T::default(); x.len()];
-                map1(f, &x, &mut generic, &reduced, dims);
-                for (i, (a, b)) in bits(&fast).iter().zip(bits(&generic)).enumerate() {
-                    assert_eq!(a, b, "{f:?} {:?} {channels} channels, at {i}", T::DTYPE);
-                }
-            }
-        }
-        for functor in scaled_signs() {
-            with_functor!(functor, |f| {
-                check(f, f16::from_bits);
-                check(f, bf16::from_bits);
-            });
-        }
-    }
-
     #[test]
     fn forwards_of_many_values_or_of_more_than_x_are_left_alone() {
         let x = vec![f16::ONE; MIN_LEN];
@@ -516,7 +329,7 @@ mod tests {
             channels: 1,
             inner: 1,
         };
-        for spec in ["dorefa(k_bit=5)", "ste_sign(scale=first_axis)"] {
+        for spec in ["dorefa(k_bit=5)", "magnitude_aware_sign"] {
             let op = Op::new(&spec.parse().unwrap(), DType::F16).unwrap();
             let reduced = reduce(
                 op.reduction(Direction::Forward),
