@@ -103,9 +103,9 @@ fn unkey(k: u32) -> f32 {
     f32::from_bits(if k >> 31 != 0 { k & !(1 << 31) } else { !k })
 }
 
-/// `y[i]` = the level of `tanh x[i]`'s step of `g`, comparing with the first `N`
-/// points (the rest are unused); a step of the loop with a NaN in it goes
-/// through the generic formula.
+/// `y[i]` = the level of `tanh x[i]`'s step of `g`, comparing with the
+/// first `N` points (the rest are unused); a step of the loop with a NaN
+/// in it goes through the generic formula.
 fn map<T: Element, F: Elementwise, const N: usize>(
     f: F,
     g: &Steps,
