@@ -315,17 +315,16 @@ fn channel_sums_by_steps<T: Element>(
 /// [`channel_sums_by_steps`]' sums where `channels` is a multiple of
 /// `LANES`, as that makes them: each channel adds its rows in order. They
 /// are taken a column of channels at a time down the rows, several groups
-/// side by side, so the sums stay in registers rather than going through a
-/// store and a load at each step. That pays where the conversions bound
-/// the sums (64 channels at 2^24, the fastest of eight alternated runs:
-/// bf16 1.41 → 1.19 ms, f16 1.13 → 1.12 ms); `f32` sums read at memory
-/// speed by rows, and the columns' strided reads were slower there (1.50 →
-/// 1.75 ms). A column is two blocks of `LANES` channels where the rows
-/// have them, so that a row's 64 halves are read together: one block at a
-/// time, four groups side by side, read each line of a row in a pass of its
-/// own, and past the L3 ran slower than the steps (`magnitude_aware_sign`'s
-/// f16 forward at 2^30: 0.44 of a copy, against 0.51 by steps and 0.55 by
-/// two blocks; medians of alternated runs).
+/// side by side, so the sums stay in registers instead of going through a
+/// store and a load at each step. That pays in halves, where the
+/// conversions bound the sums (64 channels at 2^24: bf16 1.41 → 1.19 ms,
+/// f16 unchanged at 1.12); `f32` sums read at memory speed by rows, and
+/// the columns' strided reads were slower there (1.50 → 1.75 ms). A column
+/// is two blocks of `LANES` channels where the rows have them, so that a
+/// row's 64 halves are read together: with one block at a time each line
+/// of a row was read in a pass of its own, which past the L3 ran slower
+/// than the steps (`magnitude_aware_sign`'s f16 forward at 2^30: 0.44 of a
+/// copy, 0.51 by steps, 0.55 by two blocks; medians of alternated runs).
 #[inline(always)]
 fn channel_sums_by_columns<T: Element>(
     level: Level,
