@@ -351,16 +351,19 @@ fn columns<T: Element, const W: usize, const K: usize>(
     let parts: Vec<&[T]> = groups.chunks(group).collect();
     let mut sums = vec![vec![0f64; channels]; parts.len()];
     for (parts, sums) in parts.chunks(K).zip(sums.chunks_mut(K)) {
+        let whole = <[&[T]; K]>::try_from(parts)
+            .ok()
+            .filter(|parts| parts.iter().all(|p| p.len() == group));
         for first in (0..channels).step_by(W * LANES) {
-            match <[&[T]; K]>::try_from(parts) {
-                Ok(parts) if parts.iter().all(|p| p.len() == group) => {
+            match whole {
+                Some(parts) => {
                     let acc = column_sums::<T, W, K>(level, parts, first, channels);
                     for (sums, acc) in sums.iter_mut().zip(acc) {
                         sums[first..first + W * LANES].copy_from_slice(acc.as_flattened());
                     }
                 }
                 // The tensor's last groups (fewer, or short): one at a time.
-                _ => {
+                None => {
                     for (sums, &part) in sums.iter_mut().zip(parts) {
                         let [acc] = column_sums::<T, W, 1>(level, [part], first, channels);
                         sums[first..first + W * LANES].copy_from_slice(acc.as_flattened());
