@@ -111,7 +111,7 @@ pub(super) fn row_mean_abs<T: Element>(x: &[T], inner: usize) -> Vec<f32> {
 /// 960,690 below the clamp at 7.9 (where `tanh` is within an ulp of 1 and
 /// its wiggles span many `x`), none above. `tanh_reach_bounds_every_f32`
 /// checks this over every `f32`.
-fn tanh_reach(top: f32) -> u32 {
+pub(super) fn tanh_reach(top: f32) -> u32 {
     if top < 4.0 { 1 << 11 } else { 1 << 20 }
 }
 

@@ -8,9 +8,15 @@
 //! level's `/ n` besides). The result is the generic path's by
 //! construction: the points and levels are `g`'s own outputs. Halves have
 //! their pieces instead (`pieces.rs`), which skip `tanh` too.
+//!
+//! Most elements skip `tanh` as well: each point is also found in `x`, as
+//! a [`Band`] outside which `x` alone says on which side of the point its
+//! `tanh` lies. Only a step of the loop with an element inside a band (or
+//! a NaN) evaluates `tanh`.
 
 use rayon::prelude::*;
 
+use super::reduce::tanh_reach;
 use super::{CHUNK, Reduced, lanes, simd, steps, streams};
 use crate::element::convert::{self, LANES};
 use crate::element::{DType, Element};
@@ -92,6 +98,54 @@ impl Steps {
     }
 }
 
+/// Where `tanh x ≥ p` is known from `x` alone: false at every `x ≤ below`,
+/// true at every `x ≥ above`; in between `tanh` decides. [`scalar::tanh`]
+/// is monotone only to within [`tanh_reach`] ulps, so a band spans that
+/// much either side of where a bisection finds `tanh` crossing `p`.
+#[derive(Debug, Clone, Copy)]
+struct Band {
+    below: f32,
+    above: f32,
+}
+
+impl Band {
+    /// The band of a point of [`Steps`]: `−1 < p ≤ 1`, or +∞ (unused),
+    /// whose predicate is false everywhere.
+    fn of(p: f32) -> Band {
+        if p == f32::INFINITY {
+            return Band {
+                below: f32::INFINITY,
+                above: f32::NAN,
+            };
+        }
+        // tanh −∞ = −1 < p and tanh +∞ = 1 ≥ p: `lo` false, `hi` true.
+        let (first, last) = (key(f32::NEG_INFINITY), key(f32::INFINITY));
+        let (mut lo, mut hi) = (first, last);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if scalar::tanh(unkey(mid)) >= p {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        // A magnitude more than `tanh_reach(top)` ulps below `top` has no
+        // larger `tanh`. So `x` that far below `lo` has `tanh x ≤ tanh lo < p`
+        // and that far above `hi` has `tanh x ≥ tanh hi ≥ p` (the reach of
+        // the larger magnitude of the two, across zero too, `tanh` being
+        // odd). Taken at twice the crossing's magnitude it covers that:
+        // the reach is 2^11 below 4, and an `x` past 4 is a binade (2^23
+        // ulps) from a crossing below 2.
+        let reach = tanh_reach(2.0 * unkey(lo).abs().max(unkey(hi).abs()));
+        // Comparing `x` with the ends takes −0 for +0, which keys do not;
+        // `tanh ±0 = ±0` compares the same with `p`, so that is no matter.
+        Band {
+            below: unkey(lo.saturating_sub(reach).max(first)),
+            above: unkey(hi.saturating_add(reach).min(last)),
+        }
+    }
+}
+
 /// The `f32` values in the order of their keys: negative ones reversed
 /// below the positive ones (−0 just below +0).
 fn key(t: f32) -> u32 {
@@ -103,9 +157,10 @@ fn unkey(k: u32) -> f32 {
     f32::from_bits(if k >> 31 != 0 { k & !(1 << 31) } else { !k })
 }
 
-/// `y[i]` = the level of `tanh x[i]`'s step of `g`, comparing with the
-/// first `N` points (the rest are unused); a step of the loop with a NaN
-/// in it goes through the generic formula.
+/// `y[i]` = the level of `tanh x[i]`'s step of `g`, comparing `x[i]` with
+/// the bands of the first `N` points (the rest are unused), or where it
+/// falls inside one, `tanh x[i]` with the points; a step of the loop with
+/// a NaN in it goes through the generic formula.
 fn map<T: Element, F: Elementwise, const N: usize>(
     f: F,
     g: &Steps,
@@ -114,6 +169,9 @@ fn map<T: Element, F: Elementwise, const N: usize>(
     y: &mut [T],
 ) {
     let points: [f32; N] = std::array::from_fn(|j| g.points[j]);
+    let bands = points.map(Band::of);
+    let below = bands.map(|b| b.below);
+    let above = bands.map(|b| b.above);
     let levels: [f32; N] = std::array::from_fn(|j| g.levels[j + 1]);
     let first = g.levels[0];
     let stream = streams(2 * std::mem::size_of_val(x));
@@ -130,6 +188,20 @@ fn map<T: Element, F: Elementwise, const N: usize>(
                         #[inline(always)]
                         move |i, n| {
                             let x = T::widen(level, &lanes(x, i, n));
+                            let mut y = [first; LANES];
+                            let mut inside = false;
+                            for k in 0..LANES {
+                                for j in 0..N {
+                                    let over = x[k] >= above[j];
+                                    inside |= !(over | (x[k] <= below[j]));
+                                    if over {
+                                        y[k] = levels[j];
+                                    }
+                                }
+                            }
+                            if !inside {
+                                return T::narrow(level, &y);
+                            }
                             let mut t = [0f32; LANES];
                             for k in 0..LANES {
                                 t[k] = scalar::tanh(x[k]);
@@ -224,45 +296,76 @@ mod tests {
         }
     }
 
-    /// The forward through the steps is the generic path's, bit for bit,
-    /// on values around where `tanh` crosses each point, on specials (±0,
-    /// ±∞, NaNs) and on a spread; with NaNs in some steps of the loop.
-    #[test]
-    fn forward_gives_the_generic_paths_bits() {
+    /// The forward through the steps and bands against the generic path,
+    /// bit for bit, at `max`.
+    fn check_forward(k_bit: u32, max: f32, x: &[f32]) {
         let dims = Dims {
             channels: 1,
             inner: 1,
         };
+        let spec = format!("dorefa(k_bit={k_bit}, mode=weights)");
+        let op = Op::new(&spec.parse().unwrap(), DType::F32).unwrap();
+        let reduced = Reduced::Scalar(max);
+        let mut fast = vec![0f32; x.len()];
+        assert!(forward(&op, x, &mut fast, &reduced), "{spec}");
+        let mut generic = vec![0f32; x.len()];
+        crate::op::with_functor!(op.functor, |f| map1(f, x, &mut generic, &reduced, dims));
+        for (i, (a, b)) in fast.iter().zip(&generic).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{spec}, max {max} at x = {:e}",
+                x[i]
+            );
+        }
+    }
+
+    /// The forward is the generic path's on values around where `tanh`
+    /// crosses each point and around both ends of each band, on specials
+    /// (±0, ±∞, NaNs) and on a spread, at each of [`MAXES`]; with NaNs in
+    /// some steps of the loop, and most steps outside every band.
+    #[test]
+    fn forward_gives_the_generic_paths_bits() {
+        let near = |v: f32| (-2000..2000).map(move |d| unkey(key(v).wrapping_add_signed(d)));
         for k_bit in 1..=3 {
-            let spec = format!("dorefa(k_bit={k_bit}, mode=weights)");
-            let op = Op::new(&spec.parse().unwrap(), DType::F32).unwrap();
-            let mut x: Vec<f32> = (0..300_000)
-                .map(|i| (i as f32 - 150_000.0) / 30_000.0)
-                .collect();
-            x.extend([0.0, -0.0, f32::INFINITY, -f32::INFINITY, 1e-40, 7.9, 8.0]);
-            // Where tanh crosses each point of the steps at max 1.
-            let g = |t| scalar::dorefa_weights_of_tanh(t, 1.0, levels_of(k_bit));
-            for p in Steps::of(g)
-                .unwrap()
-                .points
-                .iter()
-                .filter(|p| p.is_finite())
-            {
-                let at = p.atanh();
-                x.extend(
-                    (-2000..2000).map(|d| f32::from_bits(at.to_bits().wrapping_add_signed(d))),
-                );
+            for max in MAXES {
+                let mut x: Vec<f32> = (0..300_000)
+                    .map(|i| (i as f32 - 150_000.0) / 30_000.0)
+                    .collect();
+                x.extend([0.0, -0.0, f32::INFINITY, -f32::INFINITY, 1e-40, 7.9, 8.0]);
+                let g = |t| scalar::dorefa_weights_of_tanh(t, max, levels_of(k_bit));
+                let steps = Steps::of(g).unwrap();
+                for &p in steps.points.iter().filter(|p| p.is_finite()) {
+                    let band = Band::of(p);
+                    assert!(band.below < band.above, "{k_bit} bits, max {max}, p {p:e}");
+                    x.extend(
+                        [p.atanh(), band.below, band.above]
+                            .into_iter()
+                            .flat_map(near),
+                    );
+                }
+                for (i, nan) in [(1000, f32::NAN), (70_001, -f32::NAN)] {
+                    x[i] = nan;
+                }
+                check_forward(k_bit, max, &x);
             }
-            for (i, nan) in [(1000, f32::NAN), (70_001, -f32::NAN)] {
-                x[i] = nan;
-            }
-            let reduced = Reduced::Scalar(1.0);
-            let mut fast = vec![0f32; x.len()];
-            assert!(forward(&op, &x, &mut fast, &reduced), "{spec}");
-            let mut generic = vec![0f32; x.len()];
-            crate::op::with_functor!(op.functor, |f| map1(f, &x, &mut generic, &reduced, dims));
-            for (i, (a, b)) in fast.iter().zip(&generic).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "{spec} at x = {:e}", x[i]);
+        }
+    }
+
+    /// Every `f32` through the forward at 1–3 bits and two maxima.
+    /// Exhaustive, so slow (2^32 values, minutes in release):
+    /// `cargo test --release --lib -- --ignored every_x`.
+    #[test]
+    #[ignore]
+    fn forward_gives_the_generic_paths_bits_at_every_x() {
+        for k_bit in 1..=3 {
+            for max in [1.0, 0.7615942] {
+                for block in 0..1u64 << 6 {
+                    let x: Vec<f32> = (block << 26..(block + 1) << 26)
+                        .map(|b| f32::from_bits(b as u32))
+                        .collect();
+                    check_forward(k_bit, max, &x);
+                }
             }
         }
     }
